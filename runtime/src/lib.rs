@@ -1,0 +1,1 @@
+//! berth Linux engine: runs OCI runtime bundles (built in a later issue).
