@@ -40,6 +40,11 @@ pub struct HostConfig {
     pub auth: Option<String>,
     /// OAuth2 refresh token (identity token) for the token endpoint.
     pub identity_token: Option<String>,
+    /// PEM file of CA certificates to trust for this host (and its https mirrors)
+    /// in addition to the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Skip TLS certificate verification for this host (never the default).
+    pub skip_verify: bool,
 }
 
 /// Registry settings of the whole daemon.
