@@ -1,0 +1,211 @@
+//! The config schema. Unknown keys are refused (`deny_unknown_fields`) and
+//! every field has a default that works on a fresh machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use berth_images::reference::Reference;
+use berth_images::registry::{HostConfig, Platform, RegistryConfig};
+use serde::{Deserialize, Serialize};
+
+/// Result of a validation: `Err((key, reason))`.
+pub type Check = Result<(), (String, String)>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent store: image blobs, snapshots, metadata.
+    pub root: PathBuf,
+    /// Volatile state: socket, pinned namespaces, bundles.
+    pub state: PathBuf,
+    /// CRI socket; defaults to `<state>/berth.sock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// `tracing` filter: `info`, `debug`, `berth_images=debug,info`, …
+    pub log_level: String,
+    pub images: ImagesConfig,
+    pub cni: CniConfig,
+    pub runtime: RuntimeConfig,
+    /// Per upstream registry host: mirrors, plain-HTTP, credentials, TLS.
+    pub registries: BTreeMap<String, HostConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/berth"),
+            state: PathBuf::from("/run/berth"),
+            socket: None,
+            log_level: "info".into(),
+            images: ImagesConfig::default(),
+            cni: CniConfig::default(),
+            runtime: RuntimeConfig::default(),
+            registries: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Layers downloaded at once, across all pulls.
+    pub max_concurrent_downloads: usize,
+    /// Platform selected from multi-arch images: `os/arch[/variant]`.
+    pub platform: String,
+    /// Manifests and indexes above this size are refused.
+    pub max_manifest_bytes: u64,
+    /// Image configs above this size are refused.
+    pub max_config_bytes: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        let registry = RegistryConfig::default();
+        ImagesConfig {
+            max_concurrent_downloads: 3,
+            platform: "linux/amd64".into(),
+            max_manifest_bytes: registry.max_manifest_bytes,
+            max_config_bytes: registry.max_config_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    /// Directory of CNI network configs (the lexically first is used).
+    pub conf_dir: PathBuf,
+    /// Directories searched for CNI plugin binaries, in order.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Only `cgroupfs` is supported.
+    pub cgroup_driver: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { cgroup_driver: "cgroupfs".into() }
+    }
+}
+
+impl Config {
+    /// The CRI socket path in effect.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket.clone().unwrap_or_else(|| self.state.join("berth.sock"))
+    }
+
+    /// The registry client's settings.
+    pub fn registry_config(&self) -> RegistryConfig {
+        RegistryConfig {
+            hosts: self.registries.clone(),
+            platform: parse_platform(&self.images.platform).unwrap_or_default(),
+            max_manifest_bytes: self.images.max_manifest_bytes,
+            max_config_bytes: self.images.max_config_bytes,
+        }
+    }
+
+    /// Check every value; `Err((key, reason))` names the first bad one.
+    pub fn validate(&self) -> Check {
+        absolute("root", &self.root)?;
+        absolute("state", &self.state)?;
+        if let Some(s) = &self.socket {
+            absolute("socket", s)?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| ("log_level".to_string(), format!("not a valid log filter: {e}")))?;
+        let n = self.images.max_concurrent_downloads;
+        if !(1..=64).contains(&n) {
+            return Err(("images.max_concurrent_downloads".into(), format!("{n} is out of range 1..=64")));
+        }
+        parse_platform(&self.images.platform)
+            .ok_or_else(|| ("images.platform".to_string(), format!("{:?} is not os/arch[/variant]", self.images.platform)))?;
+        for (key, value) in [("images.max_manifest_bytes", self.images.max_manifest_bytes), ("images.max_config_bytes", self.images.max_config_bytes)] {
+            if value < 1024 {
+                return Err((key.into(), format!("{value} is below the 1024-byte minimum")));
+            }
+        }
+        absolute("cni.conf_dir", &self.cni.conf_dir)?;
+        for (i, dir) in self.cni.bin_dirs.iter().enumerate() {
+            absolute(&format!("cni.bin_dirs[{i}]"), dir)?;
+        }
+        if self.runtime.cgroup_driver != "cgroupfs" {
+            return Err((
+                "runtime.cgroup_driver".into(),
+                format!("{:?} is not supported; berth drives cgroups directly (\"cgroupfs\")", self.runtime.cgroup_driver),
+            ));
+        }
+        for (host, cfg) in &self.registries {
+            validate_registry(host, cfg)?;
+        }
+        Ok(())
+    }
+}
+
+fn absolute(key: &str, path: &Path) -> Check {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err((key.into(), format!("{} is not an absolute path", path.display())))
+    }
+}
+
+/// `os/arch[/variant]`.
+pub fn parse_platform(s: &str) -> Option<Platform> {
+    let mut parts = s.split('/');
+    let os = parts.next().filter(|p| !p.is_empty())?;
+    let architecture = parts.next().filter(|p| !p.is_empty())?;
+    let variant = match parts.next() {
+        Some(v) if !v.is_empty() => Some(v.to_string()),
+        Some(_) => return None,
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Platform { os: os.into(), architecture: architecture.into(), variant })
+}
+
+fn validate_registry(host: &str, cfg: &HostConfig) -> Check {
+    let key = |field: &str| format!("registries.\"{host}\"{field}");
+    let parsed = Reference::parse(&format!("{host}/probe")).ok();
+    if parsed.as_ref().map(|r| r.registry()) != Some(host) {
+        return Err((key(""), format!("{host:?} is not a registry host[:port] as it appears in image references")));
+    }
+    for (i, mirror) in cfg.mirrors.iter().enumerate() {
+        let rest = mirror.strip_prefix("http://").or_else(|| mirror.strip_prefix("https://"));
+        let host_part = rest.map(|r| r.split('/').next().unwrap_or(""));
+        if host_part.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+            return Err((key(&format!(".mirrors[{i}]")), format!("{mirror:?} is not an http:// or https:// URL")));
+        }
+    }
+    if let Some(auth) = &cfg.auth {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        if !decoded.is_some_and(|d| d.contains(':')) {
+            return Err((key(".auth"), "must be base64 of \"user:password\"".into()));
+        }
+    }
+    if cfg.username.is_some() != cfg.password.is_some() {
+        return Err((key(".username"), "username and password must be set together".into()));
+    }
+    if let Some(ca) = &cfg.ca_file {
+        absolute(&key(".ca_file"), ca)?;
+    }
+    Ok(())
+}

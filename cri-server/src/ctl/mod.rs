@@ -1,0 +1,1 @@
+//! berthctl (being written)

@@ -1,0 +1,103 @@
+//! berthd's life: take the instance locks, open the stores, serve CRI on the
+//! unix socket, and on SIGTERM/SIGINT stop accepting, let in-flight calls
+//! finish, remove the socket and exit 0.
+
+pub mod lock;
+pub mod socket;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_images::{ImageService as ImageStore, StoreOptions};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::image::ImageHandlers;
+use crate::introspect::proto::introspect_server::IntrospectServer;
+use crate::introspect::IntrospectHandlers;
+use crate::runtime::RuntimeHandlers;
+use lock::InstanceLock;
+
+/// The kubelet sends and accepts messages up to 16 MiB.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// How long in-flight calls get to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let socket_path = config.socket_path();
+    make_dir(&config.root, 0o700)?;
+    make_dir(&config.state, 0o711)?;
+    if let Some(parent) = socket_path.parent() {
+        make_dir(parent, 0o711)?;
+    }
+    let _root_lock = InstanceLock::acquire(&config.root.join("berthd.lock"), &format!("root dir {}", config.root.display()))?;
+    // Lock files stay on disk: removing one while a second berthd waits on
+    // it would let two daemons each lock a different inode.
+    let _socket_lock = InstanceLock::acquire(&socket_path.with_extension("lock"), &format!("socket {}", socket_path.display()))?;
+
+    let store = {
+        let (root, registry) = (config.root.clone(), config.registry_config());
+        let opts = StoreOptions { max_concurrent_downloads: config.images.max_concurrent_downloads };
+        tokio::task::spawn_blocking(move || ImageStore::open(&root, registry, opts)).await?.context("open image store")?
+    };
+    let store = Arc::new(store);
+
+    let listener = socket::bind(&socket_path)?;
+    tracing::info!(socket = %socket_path.display(), root = %config.root.display(), state = %config.state.display(), "berthd serving CRI v1");
+
+    let runtime = RuntimeServiceServer::new(RuntimeHandlers::new(config.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let images = ImageServiceServer::new(ImageHandlers::new(store.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let introspect = IntrospectServer::new(IntrospectHandlers::new(store.clone()));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(runtime)
+            .add_service(images)
+            .add_service(introspect)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+
+    let signal_name = wait_for_stop_signal().await?;
+    tracing::info!(signal = signal_name, "stopping: no new connections, draining in-flight calls");
+    // Remove the socket first so no new client reaches this daemon.
+    let _ = std::fs::remove_file(&socket_path);
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(joined) => joined?.context("gRPC server")?,
+        Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; exiting anyway"),
+    }
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Create `dir` (and parents) if missing; a dir we create gets `mode`.
+fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", dir.display()))?;
+    }
+    Ok(())
+}

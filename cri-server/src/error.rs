@@ -1,0 +1,91 @@
+//! The one place where errors become gRPC statuses.
+//!
+//! Handlers return `Result<_, CriError>`; `?` on the trait boundary converts
+//! with the `From<CriError> for tonic::Status` below. The message always names
+//! the field, image or ID concerned.
+
+use berth_images::error::ErrorKind;
+use berth_images::ImagesError;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("{rpc} is not implemented by berth yet")]
+    Unimplemented { rpc: &'static str },
+    #[error(transparent)]
+    Images(#[from] ImagesError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CriError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        CriError::InvalidArgument { field, reason: reason.into() }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            CriError::InvalidArgument { .. } => Code::InvalidArgument,
+            CriError::Unimplemented { .. } => Code::Unimplemented,
+            CriError::Images(e) => images_code(e.kind()),
+            CriError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+fn images_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+impl From<CriError> for Status {
+    fn from(e: CriError) -> Status {
+        let code = e.code();
+        if matches!(code, Code::Internal | Code::DataLoss) {
+            tracing::error!(error = %e, "request failed");
+        } else {
+            tracing::debug!(error = %e, ?code, "request refused");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_errors_map_to_kubelet_codes() {
+        let cases: Vec<(ImagesError, Code)> = vec![
+            (ImagesError::ImageNotFound("x".into()), Code::NotFound),
+            (ImagesError::InvalidReference { reference: "A".into(), reason: "r".into() }, Code::InvalidArgument),
+            (ImagesError::RegistryUnavailable { host: "h".into(), detail: "d".into() }, Code::Unavailable),
+            (ImagesError::Unauthenticated { host: "h".into(), detail: "d".into() }, Code::Unauthenticated),
+            (ImagesError::PermissionDenied { host: "h".into(), detail: "d".into() }, Code::PermissionDenied),
+            (ImagesError::DigestMismatch { expected: "e".into(), actual: "a".into() }, Code::DataLoss),
+        ];
+        for (err, code) in cases {
+            let text = err.to_string();
+            let status: Status = CriError::from(err).into();
+            assert_eq!(status.code(), code, "{text}");
+            assert_eq!(status.message(), text);
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status: Status = CriError::invalid("image.image", "must not be empty").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("image.image"));
+    }
+}

@@ -1,0 +1,21 @@
+//! berth's CRI server: where every kubelet call lands.
+//!
+//! - [`daemon`]: berthd's life (locks, socket, serve, graceful stop).
+//! - [`config`]: the TOML config, drop-ins and validation.
+//! - [`image`]: CRI `ImageService`, one file per RPC.
+//! - [`runtime`]: CRI `RuntimeService`, one file per RPC.
+//! - [`introspect`]: berth's side service for berthctl (pull progress).
+//! - [`error`]: the one place errors become gRPC statuses; [`edge`] wraps
+//!   every handler with it and with [`metrics`].
+//! - [`ctl`]: the berthctl CLI.
+
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod edge;
+pub mod error;
+pub mod image;
+pub mod introspect;
+pub mod metrics;
+pub mod observability;
+pub mod runtime;
