@@ -10,6 +10,18 @@
 //!   session that served it.
 //! - [`BlobSource::fetch`] streams one blob into a writer, verifying size and
 //!   digest; nothing is trusted until verified.
+//!
+//! Inside, by job:
+//! - [`hosts`](self::hosts): endpoint order for a host (mirrors, then upstream;
+//!   scheme rules; per-endpoint credentials and TLS settings);
+//! - `tls`: one pooled HTTP client per distinct TLS setting;
+//! - `transport`: one exchange with redirects (Authorization never leaves the
+//!   origin) and status → error mapping;
+//! - `challenge` / `auth`: `WWW-Authenticate` parsing, credentials, tokens;
+//! - `manifest` / `platform`: media types, parsing, platform selection;
+//! - `session`: a pull's endpoints, credentials and token cache — the
+//!   [`BlobSource`] handed out in [`ResolvedImage`];
+//! - `resolve`: reference → verified platform manifest, with fall-through.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,10 +30,26 @@ use std::pin::Pin;
 use oci_spec::image::{Descriptor, ImageManifest};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
+use tracing::Instrument;
 
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::Result;
+use crate::{ImagesError, Result};
+
+mod auth;
+mod challenge;
+mod hosts;
+mod manifest;
+mod platform;
+mod resolve;
+mod session;
+mod tls;
+mod transport;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 /// Settings for one upstream registry host (`docker.io`, `127.0.0.1:5000`, …).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +109,11 @@ pub struct Platform {
 
 impl Default for Platform {
     fn default() -> Self {
-        Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }
+        Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
     }
 }
 
@@ -131,19 +163,48 @@ pub trait BlobSource: Send + Sync {
     ) -> BoxFuture<'a, Result<()>>;
 }
 
-/// The registry client (placeholder: the registry helper implements it).
+/// The registry client: configuration plus pooled HTTP clients. Cheap to
+/// share behind an `Arc`; every [`resolve`](RegistryClient::resolve) starts
+/// its own session.
 pub struct RegistryClient {
-    _config: RegistryConfig,
+    config: RegistryConfig,
+    clients: tls::Clients,
 }
 
 impl RegistryClient {
+    /// Check the configuration (mirror URLs, credentials, CA files) and build
+    /// the HTTP clients.
     pub fn new(config: RegistryConfig) -> Result<RegistryClient> {
-        Ok(RegistryClient { _config: config })
+        let platform = &config.platform;
+        if platform.os.is_empty() || platform.architecture.is_empty() {
+            return Err(ImagesError::InvalidArgument {
+                field: "registry platform".into(),
+                reason: format!(
+                    "os and architecture must be set (got {:?})",
+                    platform::describe(platform)
+                ),
+            });
+        }
+        for host in config.hosts.keys() {
+            hosts::endpoints(&config, host)?;
+        }
+        let clients = tls::Clients::build(config.hosts.values().map(hosts::TlsKey::of))?;
+        Ok(RegistryClient { config, clients })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
     }
 
     /// Resolve `reference` to the platform-specific manifest and a blob source.
-    pub async fn resolve(&self, reference: &Reference, creds: Option<&Credentials>) -> Result<ResolvedImage> {
-        let _ = (reference, creds);
-        todo!("registry helper")
+    pub async fn resolve(
+        &self,
+        reference: &Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<ResolvedImage> {
+        let span = tracing::debug_span!("registry_resolve", host = %reference.registry(), repo = %reference.repository());
+        resolve::resolve(&self.config, &self.clients, reference, creds)
+            .instrument(span)
+            .await
     }
 }
