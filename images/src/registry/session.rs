@@ -368,7 +368,7 @@ async fn refused(resp: Response, secret: Option<&Secret>, sent_auth: bool) -> Im
         (Some(_), true) => "credentials were sent and refused".to_string(),
         (Some(_), false) => match offered {
             Some(challenge) => {
-                format!("unsupported challenge {challenge:?}; credentials were not sent")
+                format!("the credentials given cannot answer challenge {challenge:?}; they were not sent")
             }
             None => "no WWW-Authenticate challenge; credentials were not sent".to_string(),
         },
