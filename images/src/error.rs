@@ -63,6 +63,8 @@ pub enum ImagesError {
     NoMatchingPlatform { platform: String, digest: String },
     #[error("layer {digest}: entry {entry:?} refused: {reason}")]
     HostileLayer { digest: String, entry: String, reason: String },
+    #[error("layer {digest} is non-distributable ({media_type}): berth only pulls layers the registry serves")]
+    NonDistributableLayer { digest: String, media_type: String },
     #[error("image {image} is in use by {holder}")]
     InUse { image: String, holder: String },
     #[error("{op} {path}: {source}")]
@@ -71,6 +73,11 @@ pub enum ImagesError {
     Store(String),
     #[error("{0}")]
     Internal(String),
+    /// The same failure handed to every caller that joined one shared
+    /// operation (two concurrent pulls of one image, one layer needed by two
+    /// pulls).
+    #[error("{0}")]
+    Shared(std::sync::Arc<ImagesError>),
 }
 
 impl ImagesError {
@@ -95,9 +102,11 @@ impl ImagesError {
             | TooLarge { .. }
             | UnsupportedMediaType { .. }
             | Malformed { .. }
-            | HostileLayer { .. } => ErrorKind::DataLoss,
+            | HostileLayer { .. }
+            | NonDistributableLayer { .. } => ErrorKind::DataLoss,
             InUse { .. } => ErrorKind::FailedPrecondition,
             Io { .. } | Store(_) | Internal(_) => ErrorKind::Internal,
+            Shared(inner) => inner.kind(),
         }
     }
 }
