@@ -1,0 +1,16 @@
+//! berth developer tools: the test image builder, a local registry launcher
+//! (Debian's `docker-registry`, optionally behind htpasswd, TLS or token
+//! auth), a token server, `skopeo` pushes and the pull benchmark.
+//!
+//! The integration tests (`tests/`) use this crate as a library; `berth-hack`
+//! is the same functions behind a command line for scripts.
+
+pub mod expect;
+pub mod http;
+pub mod oci;
+pub mod process;
+pub mod registry;
+pub mod skopeo;
+pub mod tarball;
+pub mod testimages;
+pub mod token;
