@@ -6,7 +6,7 @@
 //! - [`runtime`]: CRI `RuntimeService`, one file per RPC.
 //! - [`introspect`]: berth's side service for berthctl (pull progress).
 //! - [`error`]: the one place errors become gRPC statuses; [`edge`] wraps
-//!   every handler with it and with [`metrics`].
+//!   every handler with it and with [`metrics`] (served by [`metrics_server`]).
 //! - [`ctl`]: the berthctl CLI.
 
 pub mod config;
@@ -17,5 +17,6 @@ pub mod error;
 pub mod image;
 pub mod introspect;
 pub mod metrics;
+pub mod metrics_server;
 pub mod observability;
 pub mod runtime;

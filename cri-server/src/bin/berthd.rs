@@ -25,6 +25,9 @@ struct Args {
     /// Log filter (`info`, `debug`, …). Overrides `log_level`.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Prometheus address `ip:port`. Overrides `metrics_address`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_address: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -60,6 +63,9 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(socket) = &args.socket {
         config.socket = Some(socket.clone());
+    }
+    if let Some(address) = &args.metrics_address {
+        config.metrics_address = address.clone();
     }
     if let Some(level) = &args.log_level {
         config.log_level = level.clone();

@@ -58,6 +58,7 @@ fn bad_values_name_the_key() {
         ("[registries.\"docker.io\"]\nauth = \"!!!\"", ".auth"),
         ("[registries.\"docker.io\"]\nusername = \"u\"", ".username"),
         ("log_level = \"[[[\"", "log_level"),
+        ("metrics_address = \"localhost\"", "metrics_address"),
         ("[images]\nmax_concurrent_downloads = \"three\"", "max_concurrent_downloads"),
     ] {
         let err = load(&source_in(dir.path(), Some(body))).unwrap_err().to_string();

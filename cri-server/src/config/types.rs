@@ -24,6 +24,8 @@ pub struct Config {
     pub socket: Option<PathBuf>,
     /// `tracing` filter: `info`, `debug`, `berth_images=debug,info`, …
     pub log_level: String,
+    /// Address for Prometheus `GET /metrics` (e.g. `127.0.0.1:9464`); empty disables.
+    pub metrics_address: String,
     pub images: ImagesConfig,
     pub cni: CniConfig,
     pub runtime: RuntimeConfig,
@@ -38,6 +40,7 @@ impl Default for Config {
             state: PathBuf::from("/run/berth"),
             socket: None,
             log_level: "info".into(),
+            metrics_address: String::new(),
             images: ImagesConfig::default(),
             cni: CniConfig::default(),
             runtime: RuntimeConfig::default(),
@@ -127,6 +130,9 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| ("log_level".to_string(), format!("not a valid log filter: {e}")))?;
+        if !self.metrics_address.is_empty() && self.metrics_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(("metrics_address".into(), format!("{:?} is not an ip:port address", self.metrics_address)));
+        }
         let n = self.images.max_concurrent_downloads;
         if !(1..=64).contains(&n) {
             return Err(("images.max_concurrent_downloads".into(), format!("{n} is out of range 1..=64")));

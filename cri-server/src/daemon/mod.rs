@@ -49,6 +49,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let store = Arc::new(store);
 
+    let _metrics = match config.metrics_address.parse() {
+        Ok(address) => Some(crate::metrics_server::serve(address).await.with_context(|| format!("metrics on {address}"))?.1),
+        Err(_) => None,
+    };
     let listener = socket::bind(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), root = %config.root.display(), state = %config.state.display(), "berthd serving CRI v1");
 
