@@ -8,7 +8,10 @@ use tonic::{Response, Status};
 
 use crate::error::CriError;
 
-pub async fn serve<T>(method: &'static str, handler: impl Future<Output = Result<T, CriError>>) -> Result<Response<T>, Status> {
+pub async fn serve<T>(
+    method: &'static str,
+    handler: impl Future<Output = Result<T, CriError>>,
+) -> Result<Response<T>, Status> {
     let start = Instant::now();
     let result = handler.await;
     crate::metrics::observe(method, start.elapsed(), result.as_ref().err().map(CriError::code));

@@ -22,7 +22,10 @@ pub enum CriError {
 
 impl CriError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        CriError::InvalidArgument { field, reason: reason.into() }
+        CriError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
     }
 
     pub fn code(&self) -> Code {
@@ -68,11 +71,41 @@ mod tests {
     fn image_errors_map_to_kubelet_codes() {
         let cases: Vec<(ImagesError, Code)> = vec![
             (ImagesError::ImageNotFound("x".into()), Code::NotFound),
-            (ImagesError::InvalidReference { reference: "A".into(), reason: "r".into() }, Code::InvalidArgument),
-            (ImagesError::RegistryUnavailable { host: "h".into(), detail: "d".into() }, Code::Unavailable),
-            (ImagesError::Unauthenticated { host: "h".into(), detail: "d".into() }, Code::Unauthenticated),
-            (ImagesError::PermissionDenied { host: "h".into(), detail: "d".into() }, Code::PermissionDenied),
-            (ImagesError::DigestMismatch { expected: "e".into(), actual: "a".into() }, Code::DataLoss),
+            (
+                ImagesError::InvalidReference {
+                    reference: "A".into(),
+                    reason: "r".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                ImagesError::RegistryUnavailable {
+                    host: "h".into(),
+                    detail: "d".into(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                ImagesError::Unauthenticated {
+                    host: "h".into(),
+                    detail: "d".into(),
+                },
+                Code::Unauthenticated,
+            ),
+            (
+                ImagesError::PermissionDenied {
+                    host: "h".into(),
+                    detail: "d".into(),
+                },
+                Code::PermissionDenied,
+            ),
+            (
+                ImagesError::DigestMismatch {
+                    expected: "e".into(),
+                    actual: "a".into(),
+                },
+                Code::DataLoss,
+            ),
         ];
         for (err, code) in cases {
             let text = err.to_string();

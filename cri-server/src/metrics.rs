@@ -15,23 +15,39 @@ pub struct Metrics {
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
-    let requests = IntCounterVec::new(Opts::new("berth_cri_requests_total", "CRI requests served, by method"), &["method"])
-        .expect("valid metric");
+    let requests = IntCounterVec::new(
+        Opts::new("berth_cri_requests_total", "CRI requests served, by method"),
+        &["method"],
+    )
+    .expect("valid metric");
     let failures = IntCounterVec::new(
-        Opts::new("berth_cri_request_failures_total", "CRI requests that failed, by method and gRPC code"),
+        Opts::new(
+            "berth_cri_request_failures_total",
+            "CRI requests that failed, by method and gRPC code",
+        ),
         &["method", "code"],
     )
     .expect("valid metric");
     let latency = HistogramVec::new(
-        HistogramOpts::new("berth_cri_request_duration_seconds", "CRI request latency, by method")
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0]),
+        HistogramOpts::new("berth_cri_request_duration_seconds", "CRI request latency, by method").buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+        ]),
         &["method"],
     )
     .expect("valid metric");
-    for c in [Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>, Box::new(failures.clone()), Box::new(latency.clone())] {
+    for c in [
+        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(failures.clone()),
+        Box::new(latency.clone()),
+    ] {
         registry.register(c).expect("metric registered once");
     }
-    Metrics { registry, requests, failures, latency }
+    Metrics {
+        registry,
+        requests,
+        failures,
+        latency,
+    }
 });
 
 /// Record one finished request.
@@ -47,5 +63,7 @@ pub fn observe(method: &'static str, elapsed: Duration, failure: Option<Code>) {
 /// The registry in Prometheus text format.
 pub fn render() -> String {
     let families = METRICS.registry.gather();
-    prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_default()
 }

@@ -16,26 +16,33 @@ pub async fn serve(address: SocketAddr) -> std::io::Result<(SocketAddr, tokio::t
     let listener = TcpListener::bind(address).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving Prometheus metrics on /metrics");
-    Ok((address, tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(answer(stream));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok((
+        address,
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(answer(stream));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
-        }
-    })))
+        }),
+    ))
 }
 
 async fn answer(mut stream: TcpStream) {
     let Ok(Some(path)) = tokio::time::timeout(READ_TIMEOUT, read_request_path(&mut stream)).await else {
         return;
     };
-    let (status, body) = if path == "/metrics" { ("200 OK", crate::metrics::render()) } else { ("404 Not Found", "not found\n".to_string()) };
+    let (status, body) = if path == "/metrics" {
+        ("200 OK", crate::metrics::render())
+    } else {
+        ("404 Not Found", "not found\n".to_string())
+    };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -80,7 +87,10 @@ mod tests {
         let ok = get(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
         assert!(ok.contains("berth_cri_requests_total{method=\"ImageStatus\"}"), "{ok}");
-        assert!(ok.contains("berth_cri_request_failures_total{code=\"NotFound\",method=\"ImageStatus\"}"), "{ok}");
+        assert!(
+            ok.contains("berth_cri_request_failures_total{code=\"NotFound\",method=\"ImageStatus\"}"),
+            "{ok}"
+        );
         let missing = get(address, "GET /other HTTP/1.1\r\n\r\n").await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
         let garbage = get(address, "POST /metrics HTTP/1.1\r\n\r\n").await;

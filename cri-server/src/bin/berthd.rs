@@ -51,8 +51,14 @@ enum ConfigCommand {
 
 fn effective_config(args: &Args) -> anyhow::Result<Config> {
     let source = match &args.config {
-        Some(file) => ConfigSource { file: file.clone(), explicit: true },
-        None => ConfigSource { file: PathBuf::from(DEFAULT_CONFIG_FILE), explicit: false },
+        Some(file) => ConfigSource {
+            file: file.clone(),
+            explicit: true,
+        },
+        None => ConfigSource {
+            file: PathBuf::from(DEFAULT_CONFIG_FILE),
+            explicit: false,
+        },
     };
     let mut config = config::load(&source)?;
     if let Some(root) = &args.root {
@@ -70,7 +76,9 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     if let Some(level) = &args.log_level {
         config.log_level = level.clone();
     }
-    config.validate().map_err(|(key, reason)| anyhow::anyhow!("command-line flag for `{key}`: {reason}"))?;
+    config
+        .validate()
+        .map_err(|(key, reason)| anyhow::anyhow!("command-line flag for `{key}`: {reason}"))?;
     Ok(config)
 }
 
@@ -87,7 +95,9 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     match &args.command {
-        Some(Command::Config { what: ConfigCommand::Default }) => {
+        Some(Command::Config {
+            what: ConfigCommand::Default,
+        }) => {
             let mut text = String::from("# berthd default configuration (/etc/berth/berth.toml)\n");
             text.push_str("# socket defaults to \"<state>/berth.sock\"\n");
             text.push_str("# socket = \"/run/berth/berth.sock\"\n");
@@ -96,7 +106,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Some(Command::Config { what: ConfigCommand::Show }) => {
+        Some(Command::Config {
+            what: ConfigCommand::Show,
+        }) => {
             print!("{}", toml::to_string_pretty(&effective_config(&args)?)?);
             Ok(())
         }

@@ -40,27 +40,49 @@ pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(&source.file) {
         Ok(text) => merge(&mut merged, parse_file(&source.file, &text)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !source.explicit => {}
-        Err(e) => return Err(ConfigError::Read { path: source.file.clone(), source: e }),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: source.file.clone(),
+                source: e,
+            })
+        }
     }
     for path in drop_in_files(&source.drop_in_dir())? {
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
+            path: path.clone(),
+            source: e,
+        })?;
         merge(&mut merged, parse_file(&path, &text)?);
     }
     let config: Config = toml::Value::Table(merged)
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Merged { message: e.message().to_string() })?;
-    config.validate().map_err(|(key, reason)| ConfigError::Invalid { file: describe(source), key, reason })?;
+        .map_err(|e: toml::de::Error| ConfigError::Merged {
+            message: e.message().to_string(),
+        })?;
+    config.validate().map_err(|(key, reason)| ConfigError::Invalid {
+        file: describe(source),
+        key,
+        reason,
+    })?;
     Ok(config)
 }
 
 /// Parse one file and check it on its own against the schema, so errors name it.
 /// Defaults are valid, so a file checked alone fails only for what it sets.
 fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-    let alone: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-    alone
-        .validate()
-        .map_err(|(key, reason)| ConfigError::Invalid { file: path.display().to_string(), key, reason })?;
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let alone: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    alone.validate().map_err(|(key, reason)| ConfigError::Invalid {
+        file: path.display().to_string(),
+        key,
+        reason,
+    })?;
     Ok(table)
 }
 
@@ -68,11 +90,19 @@ fn drop_in_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ConfigError::Read { path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| ConfigError::Read { path: dir.to_path_buf(), source: e })?;
+        let entry = entry.map_err(|e| ConfigError::Read {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let path = entry.path();
         if path.extension().is_some_and(|x| x == "toml") {
             files.push(path);
@@ -95,7 +125,11 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 }
 
 fn describe(source: &ConfigSource) -> String {
-    format!("{} (with drop-ins from {})", source.file.display(), source.drop_in_dir().display())
+    format!(
+        "{} (with drop-ins from {})",
+        source.file.display(),
+        source.drop_in_dir().display()
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ fn no_file_gives_working_defaults() {
     let cfg = load(&source_in(dir.path(), None)).unwrap();
     assert_eq!(cfg, Config::default());
     assert_eq!(cfg.socket_path(), PathBuf::from("/run/berth/berth.sock"));
-    assert_eq!(cfg.cni.bin_dirs, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
+    assert_eq!(
+        cfg.cni.bin_dirs,
+        vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+    );
 }
 
 #[test]
@@ -31,7 +34,9 @@ fn explicit_missing_file_is_an_error() {
 #[test]
 fn unknown_key_names_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let err = load(&source_in(dir.path(), Some("[images]\nmax_parallel = 3\n"))).unwrap_err().to_string();
+    let err = load(&source_in(dir.path(), Some("[images]\nmax_parallel = 3\n")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("berth.toml") && err.contains("max_parallel"), "{err}");
 }
 
@@ -50,7 +55,10 @@ fn bad_values_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (body, key) in [
         ("root = \"relative/dir\"", "root"),
-        ("[images]\nmax_concurrent_downloads = 0", "images.max_concurrent_downloads"),
+        (
+            "[images]\nmax_concurrent_downloads = 0",
+            "images.max_concurrent_downloads",
+        ),
         ("[images]\nplatform = \"linux\"", "images.platform"),
         ("[runtime]\ncgroup_driver = \"systemd\"", "runtime.cgroup_driver"),
         ("[registries.\"Bad Host\"]\nmirrors = []", "Bad Host"),
@@ -59,7 +67,10 @@ fn bad_values_name_the_key() {
         ("[registries.\"docker.io\"]\nusername = \"u\"", ".username"),
         ("log_level = \"[[[\"", "log_level"),
         ("metrics_address = \"localhost\"", "metrics_address"),
-        ("[images]\nmax_concurrent_downloads = \"three\"", "max_concurrent_downloads"),
+        (
+            "[images]\nmax_concurrent_downloads = \"three\"",
+            "max_concurrent_downloads",
+        ),
     ] {
         let err = load(&source_in(dir.path(), Some(body))).unwrap_err().to_string();
         assert!(err.contains(key) && err.contains("berth.toml"), "{body:?} → {err}");
@@ -76,13 +87,20 @@ fn drop_ins_override_key_by_key_in_lexical_order() {
     let d = dir.path().join("berth.d");
     fs::create_dir(&d).unwrap();
     fs::write(d.join("20-b.toml"), "[images]\nplatform = \"linux/arm64/v8\"\n").unwrap();
-    fs::write(d.join("10-a.toml"), "[images]\nplatform = \"linux/arm/v7\"\nmax_concurrent_downloads = 2\n").unwrap();
+    fs::write(
+        d.join("10-a.toml"),
+        "[images]\nplatform = \"linux/arm/v7\"\nmax_concurrent_downloads = 2\n",
+    )
+    .unwrap();
     fs::write(d.join("ignored.conf"), "garbage").unwrap();
     let cfg = load(&src).unwrap();
     assert_eq!(cfg.root, PathBuf::from("/srv/berth"));
     assert_eq!(cfg.images.max_concurrent_downloads, 2);
     assert_eq!(cfg.images.platform, "linux/arm64/v8");
-    assert_eq!(cfg.registries["docker.io"].mirrors, vec!["http://127.0.0.1:5001".to_string()]);
+    assert_eq!(
+        cfg.registries["docker.io"].mirrors,
+        vec!["http://127.0.0.1:5001".to_string()]
+    );
     let reg = cfg.registry_config();
     assert_eq!(reg.platform.variant.as_deref(), Some("v8"));
 }
@@ -90,8 +108,15 @@ fn drop_ins_override_key_by_key_in_lexical_order() {
 #[test]
 fn registry_table_shape_from_the_issue() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = load(&source_in(dir.path(), Some("[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5001\"]\n"))).unwrap();
-    assert_eq!(cfg.registries["registry.k8s.io"].mirrors, vec!["http://127.0.0.1:5001".to_string()]);
+    let cfg = load(&source_in(
+        dir.path(),
+        Some("[registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5001\"]\n"),
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.registries["registry.k8s.io"].mirrors,
+        vec!["http://127.0.0.1:5001".to_string()]
+    );
 }
 
 #[test]

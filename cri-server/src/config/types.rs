@@ -101,7 +101,9 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cgroup_driver: "cgroupfs".into() }
+        RuntimeConfig {
+            cgroup_driver: "cgroupfs".into(),
+        }
     }
 }
 
@@ -131,15 +133,28 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| ("log_level".to_string(), format!("not a valid log filter: {e}")))?;
         if !self.metrics_address.is_empty() && self.metrics_address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(("metrics_address".into(), format!("{:?} is not an ip:port address", self.metrics_address)));
+            return Err((
+                "metrics_address".into(),
+                format!("{:?} is not an ip:port address", self.metrics_address),
+            ));
         }
         let n = self.images.max_concurrent_downloads;
         if !(1..=64).contains(&n) {
-            return Err(("images.max_concurrent_downloads".into(), format!("{n} is out of range 1..=64")));
+            return Err((
+                "images.max_concurrent_downloads".into(),
+                format!("{n} is out of range 1..=64"),
+            ));
         }
-        parse_platform(&self.images.platform)
-            .ok_or_else(|| ("images.platform".to_string(), format!("{:?} is not os/arch[/variant]", self.images.platform)))?;
-        for (key, value) in [("images.max_manifest_bytes", self.images.max_manifest_bytes), ("images.max_config_bytes", self.images.max_config_bytes)] {
+        parse_platform(&self.images.platform).ok_or_else(|| {
+            (
+                "images.platform".to_string(),
+                format!("{:?} is not os/arch[/variant]", self.images.platform),
+            )
+        })?;
+        for (key, value) in [
+            ("images.max_manifest_bytes", self.images.max_manifest_bytes),
+            ("images.max_config_bytes", self.images.max_config_bytes),
+        ] {
             if value < 1024 {
                 return Err((key.into(), format!("{value} is below the 1024-byte minimum")));
             }
@@ -151,7 +166,10 @@ impl Config {
         if self.runtime.cgroup_driver != "cgroupfs" {
             return Err((
                 "runtime.cgroup_driver".into(),
-                format!("{:?} is not supported; berth drives cgroups directly (\"cgroupfs\")", self.runtime.cgroup_driver),
+                format!(
+                    "{:?} is not supported; berth drives cgroups directly (\"cgroupfs\")",
+                    self.runtime.cgroup_driver
+                ),
             ));
         }
         for (host, cfg) in &self.registries {
@@ -182,20 +200,32 @@ pub fn parse_platform(s: &str) -> Option<Platform> {
     if parts.next().is_some() {
         return None;
     }
-    Some(Platform { os: os.into(), architecture: architecture.into(), variant })
+    Some(Platform {
+        os: os.into(),
+        architecture: architecture.into(),
+        variant,
+    })
 }
 
 fn validate_registry(host: &str, cfg: &HostConfig) -> Check {
     let key = |field: &str| format!("registries.\"{host}\"{field}");
     let parsed = Reference::parse(&format!("{host}/probe")).ok();
     if parsed.as_ref().map(|r| r.registry()) != Some(host) {
-        return Err((key(""), format!("{host:?} is not a registry host[:port] as it appears in image references")));
+        return Err((
+            key(""),
+            format!("{host:?} is not a registry host[:port] as it appears in image references"),
+        ));
     }
     for (i, mirror) in cfg.mirrors.iter().enumerate() {
-        let rest = mirror.strip_prefix("http://").or_else(|| mirror.strip_prefix("https://"));
+        let rest = mirror
+            .strip_prefix("http://")
+            .or_else(|| mirror.strip_prefix("https://"));
         let host_part = rest.map(|r| r.split('/').next().unwrap_or(""));
         if host_part.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
-            return Err((key(&format!(".mirrors[{i}]")), format!("{mirror:?} is not an http:// or https:// URL")));
+            return Err((
+                key(&format!(".mirrors[{i}]")),
+                format!("{mirror:?} is not an http:// or https:// URL"),
+            ));
         }
     }
     if let Some(auth) = &cfg.auth {

@@ -93,7 +93,9 @@ pub enum Format {
 
 /// `500ms`, `30s`, `2m`, `1h`, or bare seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
     let n: u64 = digits.parse().map_err(|_| format!("invalid duration {s:?}"))?;
     let ms = match unit {
         "ms" => n,
@@ -111,7 +113,9 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
     if path.starts_with('/') {
         Ok(PathBuf::from(path))
     } else {
-        Err(format!("endpoint {endpoint:?} is not unix:///absolute/path (only unix sockets are supported)"))
+        Err(format!(
+            "endpoint {endpoint:?} is not unix:///absolute/path (only unix sockets are supported)"
+        ))
     }
 }
 
@@ -130,7 +134,10 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(socket_path("unix:///run/berth/berth.sock").unwrap(), PathBuf::from("/run/berth/berth.sock"));
+        assert_eq!(
+            socket_path("unix:///run/berth/berth.sock").unwrap(),
+            PathBuf::from("/run/berth/berth.sock")
+        );
         assert_eq!(socket_path("/tmp/x.sock").unwrap(), PathBuf::from("/tmp/x.sock"));
         assert!(socket_path("tcp://1.2.3.4:5").is_err());
     }

@@ -12,7 +12,10 @@ use super::output::{human_size, print_structured, print_table, short_id};
 use super::{request, status_error};
 
 fn spec(image: &str) -> Option<ImageSpec> {
-    Some(ImageSpec { image: image.to_string(), ..Default::default() })
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
 }
 
 pub struct ListStyle {
@@ -40,11 +43,29 @@ pub async fn list(channel: Channel, timeout: Duration, filter: Option<String>, s
     }
     let mut rows = Vec::new();
     for image in &resp.images {
-        let id = if style.no_trunc { image.id.clone() } else { short_id(&image.id) };
-        let digest = image.repo_digests.first().and_then(|d| d.split_once('@')).map(|(_, d)| d.to_string()).unwrap_or("<none>".into());
-        let digest = if style.no_trunc || digest == "<none>" { digest } else { short_id(&digest) };
+        let id = if style.no_trunc {
+            image.id.clone()
+        } else {
+            short_id(&image.id)
+        };
+        let digest = image
+            .repo_digests
+            .first()
+            .and_then(|d| d.split_once('@'))
+            .map(|(_, d)| d.to_string())
+            .unwrap_or("<none>".into());
+        let digest = if style.no_trunc || digest == "<none>" {
+            digest
+        } else {
+            short_id(&digest)
+        };
         let names: Vec<(String, String)> = if image.repo_tags.is_empty() {
-            let repo = image.repo_digests.first().and_then(|d| d.split_once('@')).map(|(r, _)| r.to_string()).unwrap_or("<none>".into());
+            let repo = image
+                .repo_digests
+                .first()
+                .and_then(|d| d.split_once('@'))
+                .map(|(r, _)| r.to_string())
+                .unwrap_or("<none>".into());
             vec![(repo, "<none>".into())]
         } else {
             image.repo_tags.iter().map(|t| split_tag(t)).collect()
@@ -59,7 +80,11 @@ pub async fn list(channel: Channel, timeout: Duration, filter: Option<String>, s
             rows.push(row);
         }
     }
-    let header: &[&str] = if style.digests { &["IMAGE", "TAG", "DIGEST", "IMAGE ID", "SIZE"] } else { &["IMAGE", "TAG", "IMAGE ID", "SIZE"] };
+    let header: &[&str] = if style.digests {
+        &["IMAGE", "TAG", "DIGEST", "IMAGE ID", "SIZE"]
+    } else {
+        &["IMAGE", "TAG", "IMAGE ID", "SIZE"]
+    };
     print_table(header, &rows);
     Ok(())
 }
@@ -78,7 +103,13 @@ pub async fn inspect(channel: Channel, timeout: Duration, images: &[String], for
     let mut missing = Vec::new();
     for image in images {
         let resp = client
-            .image_status(request(ImageStatusRequest { image: spec(image), verbose: true }, timeout))
+            .image_status(request(
+                ImageStatusRequest {
+                    image: spec(image),
+                    verbose: true,
+                },
+                timeout,
+            ))
             .await
             .map_err(|s| status_error("ImageStatus", s))?
             .into_inner();
@@ -89,8 +120,10 @@ pub async fn inspect(channel: Channel, timeout: Duration, images: &[String], for
         let mut out = serde_json::Map::new();
         out.insert("status".into(), serde_json::to_value(&status)?);
         let info: BTreeMap<_, _> = resp.info.into_iter().collect();
-        let info: serde_json::Map<_, _> =
-            info.into_iter().map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v)))).collect();
+        let info: serde_json::Map<_, _> = info
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v))))
+            .collect();
         out.insert("info".into(), info.into());
         print_structured(&out, format)?;
     }
@@ -116,7 +149,13 @@ pub async fn remove(channel: Channel, timeout: Duration, mut images: Vec<String>
     let mut failed = 0;
     for image in images {
         let status = client
-            .image_status(request(ImageStatusRequest { image: spec(&image), verbose: false }, timeout))
+            .image_status(request(
+                ImageStatusRequest {
+                    image: spec(&image),
+                    verbose: false,
+                },
+                timeout,
+            ))
             .await
             .map_err(|s| status_error("ImageStatus", s))?
             .into_inner();
@@ -125,7 +164,10 @@ pub async fn remove(channel: Channel, timeout: Duration, mut images: Vec<String>
             failed += 1;
             continue;
         };
-        match client.remove_image(request(RemoveImageRequest { image: spec(&found.id) }, timeout)).await {
+        match client
+            .remove_image(request(RemoveImageRequest { image: spec(&found.id) }, timeout))
+            .await
+        {
             Ok(_) => {
                 for name in found.repo_tags.iter().chain(&found.repo_digests) {
                     println!("Deleted: {name}");
@@ -161,7 +203,13 @@ mod tests {
 
     #[test]
     fn tags_split_after_the_last_slash() {
-        assert_eq!(split_tag("127.0.0.1:5000/berth/busybox:latest"), ("127.0.0.1:5000/berth/busybox".into(), "latest".into()));
-        assert_eq!(split_tag("127.0.0.1:5000/berth/busybox"), ("127.0.0.1:5000/berth/busybox".into(), "<none>".into()));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/berth/busybox:latest"),
+            ("127.0.0.1:5000/berth/busybox".into(), "latest".into())
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/berth/busybox"),
+            ("127.0.0.1:5000/berth/busybox".into(), "<none>".into())
+        );
     }
 }

@@ -17,12 +17,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => runtime::version(channel, timeout).await,
         Command::Info { output } => runtime::info(channel, timeout, output).await,
-        Command::Pull { image, creds, auth, registry_token, quiet } => {
+        Command::Pull {
+            image,
+            creds,
+            auth,
+            registry_token,
+            quiet,
+        } => {
             let auth = pull::auth_config(creds.as_deref(), auth, registry_token)?;
             pull::pull(channel, &image, auth, quiet).await
         }
-        Command::Images { image, quiet, digests, no_trunc, output } => {
-            images::list(channel, timeout, image, images::ListStyle { quiet, digests, no_trunc, output }).await
+        Command::Images {
+            image,
+            quiet,
+            digests,
+            no_trunc,
+            output,
+        } => {
+            images::list(
+                channel,
+                timeout,
+                image,
+                images::ListStyle {
+                    quiet,
+                    digests,
+                    no_trunc,
+                    output,
+                },
+            )
+            .await
         }
         Command::InspectImage { images, output } => images::inspect(channel, timeout, &images, output).await,
         Command::Rmi { images, all } => images::remove(channel, timeout, images, all).await,

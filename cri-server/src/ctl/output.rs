@@ -48,8 +48,18 @@ pub fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     let text = format!("{value:.3}");
-    let digits: String = if value >= 100.0 { format!("{value:.0}") } else if value >= 10.0 { format!("{value:.1}") } else { text[..text.len().min(4)].to_string() };
-    let digits = if digits.contains('.') { digits.trim_end_matches('0').trim_end_matches('.').to_string() } else { digits };
+    let digits: String = if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        text[..text.len().min(4)].to_string()
+    };
+    let digits = if digits.contains('.') {
+        digits.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        digits
+    };
     format!("{digits}{}", UNITS[unit])
 }
 

@@ -17,7 +17,11 @@ use crate::introspect::proto::introspect_client::IntrospectClient;
 use crate::introspect::proto::{PullProgressEvent, WatchPullsRequest};
 
 /// `--creds USER[:PASS]`, `--auth`, `--registry-token` → CRI AuthConfig.
-pub fn auth_config(creds: Option<&str>, auth: Option<String>, registry_token: Option<String>) -> anyhow::Result<Option<AuthConfig>> {
+pub fn auth_config(
+    creds: Option<&str>,
+    auth: Option<String>,
+    registry_token: Option<String>,
+) -> anyhow::Result<Option<AuthConfig>> {
     let mut config = AuthConfig::default();
     if let Some(creds) = creds {
         let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
@@ -28,7 +32,9 @@ pub fn auth_config(creds: Option<&str>, auth: Option<String>, registry_token: Op
         config.password = pass.into();
     }
     if let Some(auth) = auth {
-        base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| anyhow::anyhow!("--auth: not base64"))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| anyhow::anyhow!("--auth: not base64"))?;
         config.auth = auth;
     }
     config.registry_token = registry_token.unwrap_or_default();
@@ -36,10 +42,21 @@ pub fn auth_config(creds: Option<&str>, auth: Option<String>, registry_token: Op
 }
 
 pub async fn pull(channel: Channel, image: &str, auth: Option<AuthConfig>, quiet: bool) -> anyhow::Result<()> {
-    let progress = if quiet { None } else { watch(channel.clone(), image).await };
+    let progress = if quiet {
+        None
+    } else {
+        watch(channel.clone(), image).await
+    };
     let renderer = progress.map(|stream| tokio::spawn(render(stream)));
     let result = ImageServiceClient::new(channel)
-        .pull_image(PullImageRequest { image: Some(ImageSpec { image: image.into(), ..Default::default() }), auth, sandbox_config: None })
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            auth,
+            sandbox_config: None,
+        })
         .await;
     if let Some(task) = renderer {
         // The last progress event precedes the reply; give it a moment to print.
@@ -57,7 +74,10 @@ type ProgressStream = tonic::Streaming<PullProgressEvent>;
 /// (PullImage will say why).
 async fn watch(channel: Channel, image: &str) -> Option<ProgressStream> {
     let reference = Reference::parse(image).ok()?.to_string();
-    let resp = IntrospectClient::new(channel).watch_pulls(WatchPullsRequest { reference }).await.ok()?;
+    let resp = IntrospectClient::new(channel)
+        .watch_pulls(WatchPullsRequest { reference })
+        .await
+        .ok()?;
     Some(resp.into_inner())
 }
 
@@ -98,7 +118,9 @@ async fn render(mut stream: ProgressStream) {
 fn layer_line(layer: &crate::introspect::proto::LayerProgress) -> String {
     let short = layer.digest.strip_prefix("sha256:").unwrap_or(&layer.digest);
     let short: String = short.chars().take(12).collect();
-    let pct = (layer.downloaded_bytes * 100).checked_div(layer.total_bytes).unwrap_or(100);
+    let pct = (layer.downloaded_bytes * 100)
+        .checked_div(layer.total_bytes)
+        .unwrap_or(100);
     format!(
         "{short}  {:<11}  {:>8} / {:<8}  {pct:>3}%",
         layer.state,

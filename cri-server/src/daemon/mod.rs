@@ -37,20 +37,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(parent) = socket_path.parent() {
         make_dir(parent, 0o711)?;
     }
-    let _root_lock = InstanceLock::acquire(&config.root.join("berthd.lock"), &format!("root dir {}", config.root.display()))?;
+    let _root_lock = InstanceLock::acquire(
+        &config.root.join("berthd.lock"),
+        &format!("root dir {}", config.root.display()),
+    )?;
     // Lock files stay on disk: removing one while a second berthd waits on
     // it would let two daemons each lock a different inode.
-    let _socket_lock = InstanceLock::acquire(&socket_path.with_extension("lock"), &format!("socket {}", socket_path.display()))?;
+    let _socket_lock = InstanceLock::acquire(
+        &socket_path.with_extension("lock"),
+        &format!("socket {}", socket_path.display()),
+    )?;
 
     let store = {
         let (root, registry) = (config.root.clone(), config.registry_config());
-        let opts = StoreOptions { max_concurrent_downloads: config.images.max_concurrent_downloads };
-        tokio::task::spawn_blocking(move || ImageStore::open(&root, registry, opts)).await?.context("open image store")?
+        let opts = StoreOptions {
+            max_concurrent_downloads: config.images.max_concurrent_downloads,
+        };
+        tokio::task::spawn_blocking(move || ImageStore::open(&root, registry, opts))
+            .await?
+            .context("open image store")?
     };
     let store = Arc::new(store);
 
     let _metrics = match config.metrics_address.parse() {
-        Ok(address) => Some(crate::metrics_server::serve(address).await.with_context(|| format!("metrics on {address}"))?.1),
+        Ok(address) => Some(
+            crate::metrics_server::serve(address)
+                .await
+                .with_context(|| format!("metrics on {address}"))?
+                .1,
+        ),
         Err(_) => None,
     };
     let listener = socket::bind(&socket_path)?;
@@ -76,7 +91,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let signal_name = wait_for_stop_signal().await?;
-    tracing::info!(signal = signal_name, "stopping: no new connections, draining in-flight calls");
+    tracing::info!(
+        signal = signal_name,
+        "stopping: no new connections, draining in-flight calls"
+    );
     // Remove the socket first so no new client reaches this daemon.
     let _ = std::fs::remove_file(&socket_path);
     let _ = stop_tx.send(());
@@ -100,8 +118,13 @@ async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
 /// Create `dir` (and parents) if missing; a dir we create gets `mode`.
 fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir).with_context(|| format!("create {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", dir.display()))?;
     }
     Ok(())
 }

@@ -16,16 +16,28 @@ pub enum SocketError {
     #[error("socket {path} is already served by pid {pid}")]
     InUse { path: PathBuf, pid: i32 },
     #[error("socket {path}: {op}: {source}")]
-    Io { path: PathBuf, op: &'static str, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Bind the CRI socket at `path`; its parent directory must exist.
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
-    let io = |op, source| SocketError::Io { path: path.to_path_buf(), op, source };
+    let io = |op, source| SocketError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    };
     if path.exists() || path.symlink_metadata().is_ok() {
         if let Ok(stream) = UnixStream::connect(path) {
             let pid = getsockopt(&stream, PeerCredentials).map(|c| c.pid()).unwrap_or(-1);
-            return Err(SocketError::InUse { path: path.to_path_buf(), pid });
+            return Err(SocketError::InUse {
+                path: path.to_path_buf(),
+                pid,
+            });
         }
         std::fs::remove_file(path).map_err(|e| io("remove stale socket", e))?;
         tracing::info!(path = %path.display(), "removed stale socket");
@@ -59,7 +71,10 @@ mod tests {
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, SOCKET_MODE);
         let err = bind(&path).unwrap_err();
-        assert!(matches!(err, SocketError::InUse { pid, .. } if pid == std::process::id() as i32), "{err}");
+        assert!(
+            matches!(err, SocketError::InUse { pid, .. } if pid == std::process::id() as i32),
+            "{err}"
+        );
         drop(listener);
     }
 }

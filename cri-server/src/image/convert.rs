@@ -8,7 +8,12 @@ use k8s_cri::v1::{Image, ImageSpec, Int64Value};
 /// The CRI view of a stored image. USER `1000` or `1000:1000` gives a uid,
 /// a name (`berth`, `berth:staff`) gives a username, as containerd reports.
 pub fn to_cri_image(image: &StoredImage) -> Image {
-    let user = image.config.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default();
+    let user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
     let (uid, username) = split_user(&user);
     Image {
         id: image.id.clone(),
@@ -17,7 +22,11 @@ pub fn to_cri_image(image: &StoredImage) -> Image {
         size: image.size,
         uid: uid.map(|value| Int64Value { value }),
         username,
-        spec: Some(ImageSpec { image: image.id.clone(), annotations: HashMap::new(), ..Default::default() }),
+        spec: Some(ImageSpec {
+            image: image.id.clone(),
+            annotations: HashMap::new(),
+            ..Default::default()
+        }),
         pinned: image.pinned,
     }
 }

@@ -9,15 +9,25 @@ use super::blocking;
 use crate::error::CriError;
 
 #[tracing::instrument(skip_all)]
-pub async fn image_fs_info(store: Arc<ImageStore>, _request: ImageFsInfoRequest) -> Result<ImageFsInfoResponse, CriError> {
+pub async fn image_fs_info(
+    store: Arc<ImageStore>,
+    _request: ImageFsInfoRequest,
+) -> Result<ImageFsInfoResponse, CriError> {
     let mountpoint = store.root().display().to_string();
     let usage = blocking(move || Ok(store.fs_usage()?)).await?;
     let timestamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let fs = FilesystemUsage {
         timestamp,
         fs_id: Some(FilesystemIdentifier { mountpoint }),
-        used_bytes: Some(UInt64Value { value: usage.used_bytes }),
-        inodes_used: Some(UInt64Value { value: usage.inodes_used }),
+        used_bytes: Some(UInt64Value {
+            value: usage.used_bytes,
+        }),
+        inodes_used: Some(UInt64Value {
+            value: usage.inodes_used,
+        }),
     };
-    Ok(ImageFsInfoResponse { image_filesystems: vec![fs.clone()], container_filesystems: vec![fs] })
+    Ok(ImageFsInfoResponse {
+        image_filesystems: vec![fs.clone()],
+        container_filesystems: vec![fs],
+    })
 }

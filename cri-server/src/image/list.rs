@@ -11,11 +11,17 @@ use crate::error::CriError;
 
 #[tracing::instrument(skip_all)]
 pub async fn list_images(store: Arc<ImageStore>, request: ListImagesRequest) -> Result<ListImagesResponse, CriError> {
-    let filter = request.filter.and_then(|f| f.image).map(|s| s.image).filter(|s| !s.trim().is_empty());
+    let filter = request
+        .filter
+        .and_then(|f| f.image)
+        .map(|s| s.image)
+        .filter(|s| !s.trim().is_empty());
     let images = blocking(move || match filter {
         Some(query) => Ok(store.status(query.trim())?.into_iter().collect()),
         None => Ok(store.list()?),
     })
     .await?;
-    Ok(ListImagesResponse { images: images.iter().map(to_cri_image).collect() })
+    Ok(ListImagesResponse {
+        images: images.iter().map(to_cri_image).collect(),
+    })
 }

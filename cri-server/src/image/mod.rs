@@ -39,28 +39,55 @@ fn required_image(spec: Option<&ImageSpec>, field: &'static str) -> Result<Strin
 
 /// Run blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CriError> + Send + 'static) -> Result<T, CriError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| CriError::Internal(format!("store task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CriError::Internal(format!("store task failed: {e}")))?
 }
 
 #[tonic::async_trait]
 impl ImageService for ImageHandlers {
     async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
-        serve("ListImages", list::list_images(self.store.clone(), request.into_inner())).await
+        serve(
+            "ListImages",
+            list::list_images(self.store.clone(), request.into_inner()),
+        )
+        .await
     }
 
-    async fn image_status(&self, request: Request<ImageStatusRequest>) -> Result<Response<ImageStatusResponse>, Status> {
-        serve("ImageStatus", status::image_status(self.store.clone(), request.into_inner())).await
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        serve(
+            "ImageStatus",
+            status::image_status(self.store.clone(), request.into_inner()),
+        )
+        .await
     }
 
     async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
         serve("PullImage", pull::pull_image(self.store.clone(), request.into_inner())).await
     }
 
-    async fn remove_image(&self, request: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
-        serve("RemoveImage", remove::remove_image(self.store.clone(), request.into_inner())).await
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        serve(
+            "RemoveImage",
+            remove::remove_image(self.store.clone(), request.into_inner()),
+        )
+        .await
     }
 
-    async fn image_fs_info(&self, request: Request<ImageFsInfoRequest>) -> Result<Response<ImageFsInfoResponse>, Status> {
-        serve("ImageFsInfo", fs_info::image_fs_info(self.store.clone(), request.into_inner())).await
+    async fn image_fs_info(
+        &self,
+        request: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+        serve(
+            "ImageFsInfo",
+            fs_info::image_fs_info(self.store.clone(), request.into_inner()),
+        )
+        .await
     }
 }

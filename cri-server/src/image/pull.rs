@@ -34,7 +34,9 @@ fn credentials_from(auth: &AuthConfig) -> Result<Option<Credentials>, CriError> 
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or_else(|| CriError::invalid("auth.auth", "is not base64"))?;
-        let (user, pass) = decoded.split_once(':').ok_or_else(|| CriError::invalid("auth.auth", "must encode \"user:password\""))?;
+        let (user, pass) = decoded
+            .split_once(':')
+            .ok_or_else(|| CriError::invalid("auth.auth", "must encode \"user:password\""))?;
         username = Some(user.to_string());
         password = Some(pass.to_string());
     }
@@ -57,7 +59,10 @@ mod tests {
 
     #[test]
     fn auth_field_decodes_to_user_and_password() {
-        let auth = AuthConfig { auth: base64::engine::general_purpose::STANDARD.encode("alice:s3:cret"), ..Default::default() };
+        let auth = AuthConfig {
+            auth: base64::engine::general_purpose::STANDARD.encode("alice:s3:cret"),
+            ..Default::default()
+        };
         let c = credentials_from(&auth).unwrap().unwrap();
         assert_eq!(c.username.as_deref(), Some("alice"));
         assert_eq!(c.password.as_deref(), Some("s3:cret"));
@@ -71,9 +76,18 @@ mod tests {
     #[test]
     fn malformed_auth_names_the_field() {
         for auth in [
-            AuthConfig { auth: "%%%".into(), ..Default::default() },
-            AuthConfig { auth: base64::engine::general_purpose::STANDARD.encode("nocolon"), ..Default::default() },
-            AuthConfig { username: "u".into(), ..Default::default() },
+            AuthConfig {
+                auth: "%%%".into(),
+                ..Default::default()
+            },
+            AuthConfig {
+                auth: base64::engine::general_purpose::STANDARD.encode("nocolon"),
+                ..Default::default()
+            },
+            AuthConfig {
+                username: "u".into(),
+                ..Default::default()
+            },
         ] {
             let err = credentials_from(&auth).unwrap_err();
             assert!(err.to_string().starts_with("auth."), "{err}");
@@ -82,7 +96,11 @@ mod tests {
 
     #[test]
     fn tokens_pass_through() {
-        let auth = AuthConfig { registry_token: "tok".into(), identity_token: "id".into(), ..Default::default() };
+        let auth = AuthConfig {
+            registry_token: "tok".into(),
+            identity_token: "id".into(),
+            ..Default::default()
+        };
         let c = credentials_from(&auth).unwrap().unwrap();
         assert_eq!(c.registry_token.as_deref(), Some("tok"));
         assert_eq!(c.identity_token.as_deref(), Some("id"));

@@ -9,7 +9,10 @@ use super::{blocking, required_image};
 use crate::error::CriError;
 
 #[tracing::instrument(skip_all, fields(image = tracing::field::Empty))]
-pub async fn remove_image(store: Arc<ImageStore>, request: RemoveImageRequest) -> Result<RemoveImageResponse, CriError> {
+pub async fn remove_image(
+    store: Arc<ImageStore>,
+    request: RemoveImageRequest,
+) -> Result<RemoveImageResponse, CriError> {
     let query = required_image(request.image.as_ref(), "image.image")?;
     tracing::Span::current().record("image", query.as_str());
     blocking(move || Ok(store.remove(&query)?)).await?;

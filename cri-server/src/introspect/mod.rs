@@ -40,7 +40,11 @@ impl Introspect for IntrospectHandlers {
         let wanted = if wanted.is_empty() {
             None
         } else {
-            Some(Reference::parse(&wanted).map_err(|e| Status::from(CriError::from(e)))?.to_string())
+            Some(
+                Reference::parse(&wanted)
+                    .map_err(|e| Status::from(CriError::from(e)))?
+                    .to_string(),
+            )
         };
         // Subscribe before answering, so a pull started after this call
         // returns is seen from its first event.

@@ -59,8 +59,15 @@ impl RuntimeService for RuntimeHandlers {
         serve("Status", status::status(&self.config, request.into_inner())).await
     }
 
-    async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
-        serve("RuntimeConfig", runtime_config::runtime_config(&self.config, request.into_inner())).await
+    async fn runtime_config(
+        &self,
+        request: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        serve(
+            "RuntimeConfig",
+            runtime_config::runtime_config(&self.config, request.into_inner()),
+        )
+        .await
     }
 
     not_yet! {

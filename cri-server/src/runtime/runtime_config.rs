@@ -5,7 +5,14 @@ use k8s_cri::v1::{CgroupDriver, LinuxRuntimeConfiguration, RuntimeConfigRequest,
 use crate::config::Config;
 use crate::error::CriError;
 
-pub async fn runtime_config(_config: &Config, _request: RuntimeConfigRequest) -> Result<RuntimeConfigResponse, CriError> {
+pub async fn runtime_config(
+    _config: &Config,
+    _request: RuntimeConfigRequest,
+) -> Result<RuntimeConfigResponse, CriError> {
     // Config validation admits only "cgroupfs".
-    Ok(RuntimeConfigResponse { linux: Some(LinuxRuntimeConfiguration { cgroup_driver: CgroupDriver::Cgroupfs as i32 }) })
+    Ok(RuntimeConfigResponse {
+        linux: Some(LinuxRuntimeConfiguration {
+            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+        }),
+    })
 }

@@ -33,8 +33,16 @@ pub async fn status(config: &Config, request: StatusRequest) -> Result<StatusRes
             ),
         },
     ];
-    let info = if request.verbose { verbose_info(config) } else { HashMap::new() };
-    Ok(StatusResponse { status: Some(RuntimeStatus { conditions }), info, ..Default::default() })
+    let info = if request.verbose {
+        verbose_info(config)
+    } else {
+        HashMap::new()
+    };
+    Ok(StatusResponse {
+        status: Some(RuntimeStatus { conditions }),
+        info,
+        ..Default::default()
+    })
 }
 
 /// The effective config, credentials removed.
@@ -63,7 +71,9 @@ mod tests {
         let resp = status(&config, StatusRequest { verbose: true }).await.unwrap();
         let conditions = resp.status.unwrap().conditions;
         assert_eq!(conditions.len(), 2);
-        assert!(conditions.iter().all(|c| !c.status && !c.reason.is_empty() && !c.message.is_empty()));
+        assert!(conditions
+            .iter()
+            .all(|c| !c.status && !c.reason.is_empty() && !c.message.is_empty()));
         let info = &resp.info["config"];
         assert!(!info.contains("hunter2") && info.contains("<redacted>"), "{info}");
     }
