@@ -1,7 +1,7 @@
 //! berthctl: a crictl-style CLI over the CRI socket.
 
 pub mod cli;
-mod client;
+pub mod client;
 mod images;
 mod output;
 mod pull;

@@ -16,7 +16,7 @@ pub enum LockError {
         holder: String,
         path: PathBuf,
     },
-    #[error("lock file {path}: {source}")]
+    #[error("lock file {path}")]
     Io {
         path: PathBuf,
         #[source]

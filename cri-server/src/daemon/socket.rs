@@ -15,7 +15,7 @@ pub const SOCKET_MODE: u32 = 0o660;
 pub enum SocketError {
     #[error("socket {path} is already served by pid {pid}")]
     InUse { path: PathBuf, pid: i32 },
-    #[error("socket {path}: {op}: {source}")]
+    #[error("socket {path}: {op}")]
     Io {
         path: PathBuf,
         op: &'static str,
