@@ -48,15 +48,9 @@ pub const LOG_FILE_MODE: u32 = 0o640;
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("open log file {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("write log file {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("invalid max line length 0 for log file {path}")]
     ZeroMaxLine { path: PathBuf },
 }
@@ -229,12 +223,10 @@ impl LogWriter {
         // One write(2) per record on an O_APPEND file: write_all only loops
         // on a short write, which regular files do not produce short of
         // ENOSPC (then the error is returned).
-        self.file
-            .write_all(&self.record)
-            .map_err(|source| LogError::Write {
-                path: self.path.clone(),
-                source,
-            })
+        self.file.write_all(&self.record).map_err(|source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -493,8 +485,7 @@ mod tests {
         let path = dir.path().join("0.log");
         let mut w = LogWriter::open(&path).unwrap();
         for i in 0..50 {
-            w.write(Stream::Stdout, format!("{i}\n").as_bytes())
-                .unwrap();
+            w.write(Stream::Stdout, format!("{i}\n").as_bytes()).unwrap();
         }
         let r = records(&path);
         assert_eq!(r.len(), 50);
@@ -524,14 +515,8 @@ mod tests {
     fn open_appends_to_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        LogWriter::open(&path)
-            .unwrap()
-            .write(Stream::Stdout, b"one\n")
-            .unwrap();
-        LogWriter::open(&path)
-            .unwrap()
-            .write(Stream::Stdout, b"two\n")
-            .unwrap();
+        LogWriter::open(&path).unwrap().write(Stream::Stdout, b"one\n").unwrap();
+        LogWriter::open(&path).unwrap().write(Stream::Stdout, b"two\n").unwrap();
         assert_eq!(
             short(&records(&path)),
             vec![("stdout", "F", "one"), ("stdout", "F", "two")]
