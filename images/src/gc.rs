@@ -13,7 +13,7 @@
 //! The lease table's mutex is the GC lock. A pull takes its leases (on every
 //! chain ID, layer blob, config and manifest of the image) *before* it looks
 //! at what is already on disk, and drops them only *after* its metadata
-//! transaction commits. [`collect`] holds the same mutex while it reads the
+//! transaction commits. `collect` holds the same mutex while it reads the
 //! metadata and moves garbage aside, so it can never take away something a
 //! pull has decided to reuse, and never miss an image a pull has just
 //! recorded. Deleting the moved-aside trees happens after the lock is

@@ -5,7 +5,7 @@
 //! about gRPC or CRI.
 //!
 //! Modules, by job:
-//! - [`reference`]: parse and normalise image references (`busybox` →
+//! - [`reference`](mod@reference): parse and normalise image references (`busybox` →
 //!   `docker.io/library/busybox:latest`).
 //! - [`digest`]: `sha256:<hex>` digests and a hashing writer that verifies them.
 //! - [`registry`]: the OCI distribution client (auth, mirrors, manifests,

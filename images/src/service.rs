@@ -113,11 +113,7 @@ pub(crate) struct Store {
 
 impl Store {
     fn collect_garbage(&self) -> Result<GcReport> {
-        let in_use = self
-            .layers_in_use
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let in_use = self.layers_in_use.read().unwrap_or_else(|p| p.into_inner()).clone();
         let extra: Vec<Digest> = in_use
             .map(|f| f())
             .unwrap_or_default()
@@ -246,14 +242,12 @@ impl ImageService {
         Ok(())
     }
 
-    /// Bytes and inodes used under the store's directories.
+    /// Bytes and inodes used under the store's directories (`content/`,
+    /// `snapshots/`, `metadata.redb`): allocated blocks (`st_blocks * 512`)
+    /// and distinct inodes, each hardlinked file counted once.
     pub fn fs_usage(&self) -> Result<FsUsage> {
         let root = &self.store.root;
-        usage::fs_usage(&[
-            root.join("content"),
-            root.join("snapshots"),
-            root.join("metadata.redb"),
-        ])
+        usage::fs_usage(&[root.join("content"), root.join("snapshots"), root.join("metadata.redb")])
     }
 
     /// Directory the store lives in (for ImageFsInfo's mountpoint).
@@ -270,9 +264,8 @@ impl ImageService {
             .ok_or_else(|| ImagesError::ImageNotFound(image_id.to_string()))?;
         let mut paths = Vec::with_capacity(record.chain_ids.len());
         for chain_id in record.chain_ids.iter().rev() {
-            let digest = Digest::parse(chain_id).map_err(|e| {
-                ImagesError::Store(format!("image {}: bad chain ID: {e}", record.id))
-            })?;
+            let digest = Digest::parse(chain_id)
+                .map_err(|e| ImagesError::Store(format!("image {}: bad chain ID: {e}", record.id)))?;
             if !self.store.snapshots.exists(&digest) {
                 return Err(ImagesError::Internal(format!(
                     "image {}: snapshot {chain_id} is missing; pull the image again",
@@ -292,14 +285,12 @@ impl ImageService {
     /// Tell garbage collection which layer directories running containers
     /// use (as [`layer_paths`](Self::layer_paths) returned them), so removing
     /// an image a container still runs on keeps its layers until the
-    /// container is gone (containerd's behaviour). `f` is called under the GC
-    /// lock: it must not call back into this service.
+    /// container is gone (containerd's behaviour); a later
+    /// [`collect_garbage`](Self::collect_garbage) (or `remove`, or the next
+    /// start) frees them. `f` is called at the start of every collection, on
+    /// the caller's thread; it must not call `remove` or `collect_garbage`.
     pub fn set_layers_in_use(&self, f: impl Fn() -> Vec<PathBuf> + Send + Sync + 'static) {
-        *self
-            .store
-            .layers_in_use
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
+        *self.store.layers_in_use.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
     }
 
     /// Delete snapshots and blobs no image (and no running pull, and no layer
@@ -317,12 +308,11 @@ impl ImageService {
 }
 
 fn to_image(record: ImageRecord) -> Result<Image> {
-    let config: ImageConfiguration =
-        serde_json::from_str(&record.config).map_err(|e| ImagesError::Malformed {
-            what: "stored image config".into(),
-            digest: record.id.clone(),
-            reason: e.to_string(),
-        })?;
+    let config: ImageConfiguration = serde_json::from_str(&record.config).map_err(|e| ImagesError::Malformed {
+        what: "stored image config".into(),
+        digest: record.id.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(Image {
         id: record.id,
         repo_tags: record.repo_tags,

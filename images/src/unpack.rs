@@ -8,7 +8,7 @@
 //!   `.` and empty components dropped, and a `..` that would climb above the
 //!   snapshot root refuses the layer;
 //! - every parent component is opened with `O_NOFOLLOW | O_DIRECTORY`
-//!   ([`atfs::open_subdir`]), so an entry whose path runs through a symlink
+//!   (`atfs::open_subdir`), so an entry whose path runs through a symlink
 //!   (`evil -> /etc` then `evil/passwd`) is refused, whoever made the symlink;
 //!   missing parents are created as `0755` directories;
 //! - the final component is created with `O_CREAT | O_EXCL | O_NOFOLLOW`,
@@ -48,8 +48,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{
-    fchmod, fchmodat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag,
-    UtimensatFlags,
+    fchmod, fchmodat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
@@ -118,8 +117,7 @@ pub fn apply_layer<R: Read>(
         inner: compression.decoder(compressed).map_err(malformed)?,
         verifier: Verifier::new(),
     };
-    let root =
-        atfs::open_dir(dest).map_err(|e| ImagesError::io("open snapshot dir", dest, e.into()))?;
+    let root = atfs::open_dir(dest).map_err(|e| ImagesError::io("open snapshot dir", dest, e.into()))?;
     let stats = {
         let mut archive = tar::Archive::new(&mut stream);
         let mut unpacker = Unpacker::new(root, dest, layer, limits);
@@ -133,9 +131,7 @@ pub fn apply_layer<R: Read>(
         return Err(ImagesError::Malformed {
             what: "layer".into(),
             digest: layer.to_string(),
-            reason: format!(
-                "uncompressed content is {actual}, but the image config says {diff_id}"
-            ),
+            reason: format!("uncompressed content is {actual}, but the image config says {diff_id}"),
         });
     }
     if stats.xattrs_skipped > 0 {
@@ -235,10 +231,7 @@ impl<'a> Unpacker<'a> {
         }
         let comps = self.clean_path(&raw_path, &name)?;
         let meta = self.read_meta(entry, &name)?;
-        if comps
-            .last()
-            .is_some_and(|c| c.as_bytes().starts_with(WHITEOUT_PREFIX))
-        {
+        if comps.last().is_some_and(|c| c.as_bytes().starts_with(WHITEOUT_PREFIX)) {
             return self.whiteout(&comps, &meta, &name);
         }
         match etype {
@@ -247,17 +240,11 @@ impl<'a> Unpacker<'a> {
                 self.regular(&comps, &meta, entry, &name)
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
                 self.symlink(&comps, &meta, &target, &name)
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
                 self.hardlink(&comps, &target, &name)
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -275,13 +262,7 @@ impl<'a> Unpacker<'a> {
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                self.node(
-                    &comps,
-                    &meta,
-                    kind,
-                    makedev(major.into(), minor.into()),
-                    &name,
-                )
+                self.node(&comps, &meta, kind, makedev(major.into(), minor.into()), &name)
             }
             other => Err(self.hostile(&name, format!("unsupported entry type {other:?}"))),
         }
@@ -297,12 +278,7 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    fn io_error(
-        &self,
-        op: &'static str,
-        comps: &[OsString],
-        e: impl Into<io::Error>,
-    ) -> ImagesError {
+    fn io_error(&self, op: &'static str, comps: &[OsString], e: impl Into<io::Error>) -> ImagesError {
         let mut path = self.dest.to_path_buf();
         path.extend(comps);
         ImagesError::io(op, path, e.into())
@@ -313,10 +289,7 @@ impl<'a> Unpacker<'a> {
     /// Lexically clean an entry path into components below the root.
     fn clean_path(&self, raw: &[u8], entry: &str) -> Result<Vec<OsString>> {
         if raw.len() > self.limits.max_path_bytes {
-            return Err(self.hostile(
-                entry,
-                format!("path longer than {} bytes", self.limits.max_path_bytes),
-            ));
+            return Err(self.hostile(entry, format!("path longer than {} bytes", self.limits.max_path_bytes)));
         }
         let mut comps: Vec<OsString> = Vec::new();
         for comp in raw.split(|b| *b == b'/') {
@@ -328,14 +301,9 @@ impl<'a> Unpacker<'a> {
                     }
                 }
                 _ if comp.len() > MAX_NAME_BYTES => {
-                    return Err(self.hostile(
-                        entry,
-                        format!("path component longer than {MAX_NAME_BYTES} bytes"),
-                    ));
+                    return Err(self.hostile(entry, format!("path component longer than {MAX_NAME_BYTES} bytes")));
                 }
-                _ if comp.contains(&0) => {
-                    return Err(self.hostile(entry, "path contains a NUL byte"))
-                }
+                _ if comp.contains(&0) => return Err(self.hostile(entry, "path contains a NUL byte")),
                 _ => comps.push(OsStr::from_bytes(comp).to_os_string()),
             }
         }
@@ -352,11 +320,7 @@ impl<'a> Unpacker<'a> {
     /// Open `comps` below the root without following symlinks, creating
     /// missing directories (0755) when `create`. On failure, the index of the
     /// component that failed and why.
-    fn walk(
-        &self,
-        comps: &[OsString],
-        create: bool,
-    ) -> std::result::Result<OwnedFd, (usize, Errno)> {
+    fn walk(&self, comps: &[OsString], create: bool) -> std::result::Result<OwnedFd, (usize, Errno)> {
         let mut cur = self.root.try_clone().map_err(|e| (0, io_errno(&e)))?;
         for (i, comp) in comps.iter().enumerate() {
             let next = match atfs::open_subdir(cur.as_fd(), comp) {
@@ -378,45 +342,25 @@ impl<'a> Unpacker<'a> {
         let fd = self
             .walk(parent, true)
             .map_err(|(i, e)| self.walk_error(parent, i, e, entry))?;
-        let dup = fd
-            .try_clone()
-            .map_err(|e| self.io_error("dup", parent, e))?;
+        let dup = fd.try_clone().map_err(|e| self.io_error("dup", parent, e))?;
         self.cache = Some((parent.to_vec(), fd));
         Ok(dup)
     }
 
-    fn walk_error(
-        &self,
-        comps: &[OsString],
-        index: usize,
-        errno: Errno,
-        entry: &str,
-    ) -> ImagesError {
-        let at: PathBuf = comps[..=index.min(comps.len().saturating_sub(1))]
-            .iter()
-            .collect();
+    fn walk_error(&self, comps: &[OsString], index: usize, errno: Errno, entry: &str) -> ImagesError {
+        let upto = &comps[..(index + 1).min(comps.len())];
         match errno {
-            Errno::ELOOP | Errno::ENOTDIR => self.hostile(
-                entry,
-                format!("{} is a symlink or not a directory", at.display()),
-            ),
-            e => self.io_error(
-                "open directory",
-                &comps[..=index.min(comps.len().saturating_sub(1))],
-                e,
-            ),
+            Errno::ELOOP | Errno::ENOTDIR => {
+                let at: PathBuf = upto.iter().collect();
+                self.hostile(entry, format!("{} is a symlink or not a directory", at.display()))
+            }
+            e => self.io_error("open directory", upto, e),
         }
     }
 
     /// Make room for a new entry `name` in `parent`: remove what is there,
     /// except a directory when `keep_dir`. Returns whether a directory was kept.
-    fn clear_slot(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        name: &OsStr,
-        keep_dir: bool,
-        comps: &[OsString],
-    ) -> Result<bool> {
+    fn clear_slot(&mut self, parent: BorrowedFd<'_>, name: &OsStr, keep_dir: bool, comps: &[OsString]) -> Result<bool> {
         match atfs::lstat_at(parent, name) {
             Ok(None) => Ok(false),
             Ok(Some(st)) if keep_dir && atfs::kind(&st) == SFlag::S_IFDIR => Ok(true),
@@ -434,8 +378,7 @@ impl<'a> Unpacker<'a> {
     fn read_meta<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
         let layer = self.layer;
         let header = entry.header();
-        let mode =
-            Mode::from_bits_truncate(header.mode().map_err(|e| malformed(layer, e))? & 0o7777);
+        let mode = Mode::from_bits_truncate(header.mode().map_err(|e| malformed(layer, e))? & 0o7777);
         let uid = header.uid().map_err(|e| malformed(layer, e))?;
         let gid = header.gid().map_err(|e| malformed(layer, e))?;
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
@@ -483,10 +426,7 @@ impl<'a> Unpacker<'a> {
         if xattrs.len() > self.limits.max_xattrs_per_entry {
             return Err(self.hostile(
                 name,
-                format!(
-                    "more than {} extended attributes",
-                    self.limits.max_xattrs_per_entry
-                ),
+                format!("more than {} extended attributes", self.limits.max_xattrs_per_entry),
             ));
         }
         Ok(Meta {
@@ -500,24 +440,13 @@ impl<'a> Unpacker<'a> {
 
     fn owner_fd(&self, fd: BorrowedFd<'_>, meta: &Meta, comps: &[OsString]) -> Result<()> {
         if self.chown {
-            fchown(
-                fd,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-            )
-            .map_err(|e| self.io_error("chown", comps, e))?;
+            fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+                .map_err(|e| self.io_error("chown", comps, e))?;
         }
         Ok(())
     }
 
-    fn owner_at(
-        &self,
-        parent: BorrowedFd<'_>,
-        name: &OsStr,
-        uid: u32,
-        gid: u32,
-        comps: &[OsString],
-    ) -> Result<()> {
+    fn owner_at(&self, parent: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32, comps: &[OsString]) -> Result<()> {
         if self.chown {
             fchownat(
                 parent,
@@ -532,12 +461,7 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Apply xattrs with `set`; refusals by the filesystem are counted, not fatal.
-    fn xattrs(
-        &mut self,
-        meta: &Meta,
-        comps: &[OsString],
-        set: impl Fn(&str, &[u8]) -> io::Result<()>,
-    ) -> Result<()> {
+    fn xattrs(&mut self, meta: &Meta, comps: &[OsString], set: impl Fn(&str, &[u8]) -> io::Result<()>) -> Result<()> {
         for (key, value) in &meta.xattrs {
             match set(key, value) {
                 Ok(()) => {}
@@ -554,9 +478,7 @@ impl<'a> Unpacker<'a> {
 
     fn directory(&mut self, comps: &[OsString], meta: &Meta, entry: &str) -> Result<()> {
         let dir = if comps.is_empty() {
-            self.root
-                .try_clone()
-                .map_err(|e| self.io_error("dup", comps, e))?
+            self.root.try_clone().map_err(|e| self.io_error("dup", comps, e))?
         } else {
             let (parent, name) = self.split(comps, entry)?;
             let pfd = self.parent_dir(parent, entry)?;
@@ -564,8 +486,7 @@ impl<'a> Unpacker<'a> {
                 mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o700))
                     .map_err(|e| self.io_error("mkdir", comps, e))?;
             }
-            atfs::open_subdir(pfd.as_fd(), name)
-                .map_err(|e| self.io_error("open directory", comps, e))?
+            atfs::open_subdir(pfd.as_fd(), name).map_err(|e| self.io_error("open directory", comps, e))?
         };
         self.owner_fd(dir.as_fd(), meta, comps)?;
         fchmod(dir.as_fd(), meta.mode).map_err(|e| self.io_error("chmod", comps, e))?;
@@ -574,18 +495,11 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    fn regular(
-        &mut self,
-        comps: &[OsString],
-        meta: &Meta,
-        data: &mut impl Read,
-        entry: &str,
-    ) -> Result<()> {
+    fn regular(&mut self, comps: &[OsString], meta: &Meta, data: &mut impl Read, entry: &str) -> Result<()> {
         let (parent, name) = self.split(comps, entry)?;
         let pfd = self.parent_dir(parent, entry)?;
         self.clear_slot(pfd.as_fd(), name, false, comps)?;
-        let flags =
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = openat(pfd.as_fd(), name, flags, Mode::from_bits_truncate(0o600))
             .map_err(|e| self.io_error("create", comps, e))?;
         let mut file = File::from(fd);
@@ -595,17 +509,11 @@ impl<'a> Unpacker<'a> {
         // also drops security.capability.
         fchmod(file.as_fd(), meta.mode).map_err(|e| self.io_error("chmod", comps, e))?;
         self.xattrs(meta, comps, |k, v| atfs::set_xattr_fd(file.as_fd(), k, v))?;
-        futimens(file.as_fd(), &meta.mtime, &meta.mtime)
-            .map_err(|e| self.io_error("set times", comps, e))?;
+        futimens(file.as_fd(), &meta.mtime, &meta.mtime).map_err(|e| self.io_error("set times", comps, e))?;
         Ok(())
     }
 
-    fn copy_data(
-        &mut self,
-        data: &mut impl Read,
-        file: &mut File,
-        comps: &[OsString],
-    ) -> Result<()> {
+    fn copy_data(&mut self, data: &mut impl Read, file: &mut File, comps: &[OsString]) -> Result<()> {
         let mut buf = vec![0u8; 128 * 1024];
         loop {
             let n = match data.read(&mut buf) {
@@ -620,25 +528,16 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    fn symlink(
-        &mut self,
-        comps: &[OsString],
-        meta: &Meta,
-        target: &[u8],
-        entry: &str,
-    ) -> Result<()> {
+    fn symlink(&mut self, comps: &[OsString], meta: &Meta, target: &[u8], entry: &str) -> Result<()> {
         if target.is_empty() || target.len() > MAX_SYMLINK_TARGET_BYTES || target.contains(&0) {
             return Err(self.hostile(entry, "symlink target is empty, too long or contains NUL"));
         }
         let (parent, name) = self.split(comps, entry)?;
         let pfd = self.parent_dir(parent, entry)?;
         self.clear_slot(pfd.as_fd(), name, false, comps)?;
-        symlinkat(OsStr::from_bytes(target), pfd.as_fd(), name)
-            .map_err(|e| self.io_error("symlink", comps, e))?;
+        symlinkat(OsStr::from_bytes(target), pfd.as_fd(), name).map_err(|e| self.io_error("symlink", comps, e))?;
         self.owner_at(pfd.as_fd(), name, meta.uid, meta.gid, comps)?;
-        self.xattrs(meta, comps, |k, v| {
-            atfs::set_xattr_at(pfd.as_fd(), name, k, v)
-        })?;
+        self.xattrs(meta, comps, |k, v| atfs::set_xattr_at(pfd.as_fd(), name, k, v))?;
         utimensat(
             pfd.as_fd(),
             name,
@@ -660,20 +559,12 @@ impl<'a> Unpacker<'a> {
         let tfd = match self.walk(target_parent, false) {
             Ok(fd) => fd,
             Err((_, Errno::ENOENT)) => {
-                return Err(self.hostile(
-                    entry,
-                    format!("hardlink target {shown:?} is not in this layer"),
-                ))
+                return Err(self.hostile(entry, format!("hardlink target {shown:?} is not in this layer")))
             }
             Err((i, e)) => return Err(self.walk_error(target_parent, i, e, entry)),
         };
         match atfs::lstat_at(tfd.as_fd(), target_name) {
-            Ok(None) => {
-                return Err(self.hostile(
-                    entry,
-                    format!("hardlink target {shown:?} is not in this layer"),
-                ))
-            }
+            Ok(None) => return Err(self.hostile(entry, format!("hardlink target {shown:?} is not in this layer"))),
             Ok(Some(st)) if atfs::kind(&st) == SFlag::S_IFDIR => {
                 return Err(self.hostile(entry, format!("hardlink target {shown:?} is a directory")))
             }
@@ -689,38 +580,22 @@ impl<'a> Unpacker<'a> {
         let (parent, name) = self.split(comps, entry)?;
         let pfd = self.parent_dir(parent, entry)?;
         self.clear_slot(pfd.as_fd(), name, false, comps)?;
-        linkat(
-            tfd.as_fd(),
-            target_name,
-            pfd.as_fd(),
-            name,
-            AtFlags::empty(),
-        )
-        .map_err(|e| self.io_error("link", comps, e))?;
+        linkat(tfd.as_fd(), target_name, pfd.as_fd(), name, AtFlags::empty())
+            .map_err(|e| self.io_error("link", comps, e))?;
         Ok(())
     }
 
-    fn node(
-        &mut self,
-        comps: &[OsString],
-        meta: &Meta,
-        kind: SFlag,
-        dev: libc::dev_t,
-        entry: &str,
-    ) -> Result<()> {
+    fn node(&mut self, comps: &[OsString], meta: &Meta, kind: SFlag, dev: libc::dev_t, entry: &str) -> Result<()> {
         let (parent, name) = self.split(comps, entry)?;
         let pfd = self.parent_dir(parent, entry)?;
         self.clear_slot(pfd.as_fd(), name, false, comps)?;
-        mknodat(pfd.as_fd(), name, kind, Mode::empty(), dev)
-            .map_err(|e| self.io_error("mknod", comps, e))?;
+        mknodat(pfd.as_fd(), name, kind, Mode::empty(), dev).map_err(|e| self.io_error("mknod", comps, e))?;
         self.owner_at(pfd.as_fd(), name, meta.uid, meta.gid, comps)?;
         // The node was just created by us, so following is harmless (and
         // AT_SYMLINK_NOFOLLOW is unsupported by fchmodat on older kernels).
         fchmodat(pfd.as_fd(), name, meta.mode, FchmodatFlags::FollowSymlink)
             .map_err(|e| self.io_error("chmod", comps, e))?;
-        self.xattrs(meta, comps, |k, v| {
-            atfs::set_xattr_at(pfd.as_fd(), name, k, v)
-        })?;
+        self.xattrs(meta, comps, |k, v| atfs::set_xattr_at(pfd.as_fd(), name, k, v))?;
         utimensat(
             pfd.as_fd(),
             name,
@@ -750,14 +625,8 @@ impl<'a> Unpacker<'a> {
         let mut hidden_comps = parent.to_vec();
         hidden_comps.push(hidden.to_os_string());
         self.clear_slot(pfd.as_fd(), hidden, false, &hidden_comps)?;
-        mknodat(
-            pfd.as_fd(),
-            hidden,
-            SFlag::S_IFCHR,
-            Mode::empty(),
-            makedev(0, 0),
-        )
-        .map_err(|e| self.io_error("mknod whiteout", &hidden_comps, e))?;
+        mknodat(pfd.as_fd(), hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+            .map_err(|e| self.io_error("mknod whiteout", &hidden_comps, e))?;
         self.owner_at(pfd.as_fd(), hidden, meta.uid, meta.gid, &hidden_comps)
     }
 

@@ -80,11 +80,9 @@ fn hexes(digests: &[Digest]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_records_the_image_and_unpacks_its_layers() {
     let e = env();
-    let pushed = e.fake.push(
-        "127.0.0.1:5000/app:v1",
-        &[layer("base"), layer("top")],
-        "app",
-    );
+    let pushed = e
+        .fake
+        .push("127.0.0.1:5000/app:v1", &[layer("base"), layer("top")], "app");
     let img = e.svc.pull("127.0.0.1:5000/app:v1", None).await.unwrap();
 
     assert_eq!(img.id, pushed.id);
@@ -96,10 +94,7 @@ async fn pull_records_the_image_and_unpacks_its_layers() {
     assert_eq!(img.size, pushed.size);
     assert_eq!(img.manifest_digest, pushed.manifest_digest.to_string());
     let chain = chain_ids(&pushed.diff_ids);
-    assert_eq!(
-        img.chain_ids,
-        chain.iter().map(ToString::to_string).collect::<Vec<_>>()
-    );
+    assert_eq!(img.chain_ids, chain.iter().map(ToString::to_string).collect::<Vec<_>>());
     chrono::DateTime::parse_from_rfc3339(&img.created_at).unwrap();
     let cmd = img.config.config().as_ref().unwrap().cmd().clone().unwrap();
     assert_eq!(cmd, ["/bin/sh"]);
@@ -107,13 +102,7 @@ async fn pull_records_the_image_and_unpacks_its_layers() {
     // Top layer first.
     let paths = e.svc.layer_paths(&img.id).unwrap();
     let snapshots = e.root().join("snapshots");
-    assert_eq!(
-        paths,
-        [
-            snapshots.join(chain[1].hex()),
-            snapshots.join(chain[0].hex())
-        ]
-    );
+    assert_eq!(paths, [snapshots.join(chain[1].hex()), snapshots.join(chain[0].hex())]);
     assert_eq!(fs::read(paths[0].join("top/file")).unwrap(), b"top");
     assert_eq!(fs::read(paths[1].join("base/file")).unwrap(), b"base");
 
@@ -132,11 +121,7 @@ async fn pull_records_the_image_and_unpacks_its_layers() {
         "127.0.0.1:5000/app:v1".to_string(),
         img.repo_digests[0].clone(),
     ] {
-        assert_eq!(
-            e.svc.status(&q).unwrap().map(|i| i.id),
-            Some(img.id.clone()),
-            "{q}"
-        );
+        assert_eq!(e.svc.status(&q).unwrap().map(|i| i.id), Some(img.id.clone()), "{q}");
     }
     assert_eq!(e.svc.status("127.0.0.1:5000/app:v2").unwrap(), None);
     assert_eq!(e.svc.list().unwrap(), vec![img]);
@@ -148,9 +133,7 @@ async fn pull_records_the_image_and_unpacks_its_layers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_of_one_image_download_once() {
     let e = env();
-    let pushed = e
-        .fake
-        .push("busybox", &[layer("a"), layer("b"), layer("c")], "busybox");
+    let pushed = e.fake.push("busybox", &[layer("a"), layer("b"), layer("c")], "busybox");
     e.fake.set_delay(Duration::from_millis(50));
     let spellings = [
         "busybox",
@@ -213,11 +196,7 @@ async fn a_second_tag_adds_a_name_not_a_copy() {
     e.svc.pull("app:v1", None).await.unwrap();
     let fetched = e.fake.total_fetches();
     let img = e.svc.pull("app", None).await.unwrap();
-    assert_eq!(
-        e.fake.total_fetches(),
-        fetched,
-        "nothing is downloaded again"
-    );
+    assert_eq!(e.fake.total_fetches(), fetched, "nothing is downloaded again");
     assert_eq!(
         img.repo_tags,
         ["docker.io/library/app:v1", "docker.io/library/app:latest"]
@@ -271,12 +250,7 @@ async fn remove_frees_only_unshared_layers() {
     let mut kept = hexes(&[Digest::parse(&b.id).unwrap(), b.manifest_digest.clone()]);
     kept.sort();
     assert_eq!(e.blobs(), kept);
-    assert!(e
-        .svc
-        .layer_paths(&ib.id)
-        .unwrap()
-        .iter()
-        .all(|p| p.is_dir()));
+    assert!(e.svc.layer_paths(&ib.id).unwrap().iter().all(|p| p.is_dir()));
     assert!(e.svc.fs_usage().unwrap().inodes_used < before.inodes_used);
 
     // Absent: fine, whatever the form.
@@ -287,10 +261,7 @@ async fn remove_frees_only_unshared_layers() {
     assert!(e.snapshots().is_empty());
     assert!(e.blobs().is_empty());
     assert!(e.svc.list().unwrap().is_empty());
-    assert!(matches!(
-        e.svc.layer_paths(&ib.id),
-        Err(ImagesError::ImageNotFound(_))
-    ));
+    assert!(matches!(e.svc.layer_paths(&ib.id), Err(ImagesError::ImageNotFound(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,12 +286,7 @@ async fn remove_during_a_pull_keeps_what_the_pull_uses() {
     }
     e.svc.remove("a:1").unwrap();
     let ib = pull_b.await.unwrap().unwrap();
-    assert!(e
-        .svc
-        .layer_paths(&ib.id)
-        .unwrap()
-        .iter()
-        .all(|p| p.is_dir()));
+    assert!(e.svc.layer_paths(&ib.id).unwrap().iter().all(|p| p.is_dir()));
     assert_eq!(e.fake.fetches(&b.layer_digests[0]), 1);
     assert_eq!(e.snapshots().len(), 2);
 }
@@ -358,30 +324,18 @@ async fn open_cleans_what_a_crash_left() {
     fs::create_dir_all(root.join(format!("snapshots/.tmp-{}-9-9/usr/bin", orphan.hex()))).unwrap();
     fs::create_dir_all(root.join(format!("snapshots/.trash-{}-9-9/etc", orphan.hex()))).unwrap();
     fs::create_dir_all(root.join(format!("snapshots/{}/etc", orphan.hex()))).unwrap();
-    fs::write(
-        root.join(format!("content/blobs/sha256/{}", orphan.hex())),
-        b"orphan",
-    )
-    .unwrap();
+    fs::write(root.join(format!("content/blobs/sha256/{}", orphan.hex())), b"orphan").unwrap();
 
     let e = e.reopen();
     assert!(e.ingest().is_empty());
     let mut chains: Vec<String> = img.chain_ids.iter().map(|c| c[7..].to_string()).collect();
     chains.sort();
     assert_eq!(e.snapshots(), chains);
-    let mut kept = hexes(&[
-        Digest::parse(&img.id).unwrap(),
-        pushed.manifest_digest.clone(),
-    ]);
+    let mut kept = hexes(&[Digest::parse(&img.id).unwrap(), pushed.manifest_digest.clone()]);
     kept.sort();
     assert_eq!(e.blobs(), kept);
     assert_eq!(e.svc.status("app:v1").unwrap().unwrap(), img);
-    assert!(e
-        .svc
-        .layer_paths(&img.id)
-        .unwrap()
-        .iter()
-        .all(|p| p.is_dir()));
+    assert!(e.svc.layer_paths(&img.id).unwrap().iter().all(|p| p.is_dir()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,9 +344,7 @@ async fn a_pull_outlives_its_caller() {
     e.fake.push("app:v1", &[layer("x")], "app");
     e.fake.set_delay(Duration::from_millis(100));
     let caller = e.svc.pull("app:v1", None);
-    assert!(tokio::time::timeout(Duration::from_millis(10), caller)
-        .await
-        .is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(10), caller).await.is_err());
     for _ in 0..100 {
         if e.svc.status("app:v1").unwrap().is_some() {
             return;
@@ -451,10 +403,7 @@ fn assert_nothing_left(e: &Env, reference: &str, layer_digests: &[Digest]) {
     assert!(e.ingest().is_empty());
     let blobs = e.blobs();
     for d in layer_digests {
-        assert!(
-            !blobs.contains(&d.hex().to_string()),
-            "layer blob {d} left behind"
-        );
+        assert!(!blobs.contains(&d.hex().to_string()), "layer blob {d} left behind");
     }
 }
 
@@ -523,10 +472,7 @@ async fn inconsistent_images_are_refused() {
     let fetched = e.fake.total_fetches();
     for (reference, media_type) in [
         ("bzip:1", "application/x-tar+bzip2"),
-        (
-            "foreign:1",
-            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-        ),
+        ("foreign:1", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
     ] {
         e.fake.push_with(
             reference,
@@ -542,8 +488,7 @@ async fn inconsistent_images_are_refused() {
         assert!(
             matches!(
                 err,
-                ImagesError::UnsupportedMediaType { .. }
-                    | ImagesError::NonDistributableLayer { .. }
+                ImagesError::UnsupportedMediaType { .. } | ImagesError::NonDistributableLayer { .. }
             ),
             "{err:?}"
         );
@@ -569,10 +514,7 @@ async fn oversized_configs_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncompressed_and_zstd_layers_pull() {
     let e = env();
-    for (reference, compression) in [
-        ("plain:1", Compression::None),
-        ("zstd:1", Compression::Zstd),
-    ] {
+    for (reference, compression) in [("plain:1", Compression::None), ("zstd:1", Compression::Zstd)] {
         let layers = [layer(reference.trim_end_matches(":1"))];
         e.fake.push_with(
             reference,
@@ -587,10 +529,7 @@ async fn uncompressed_and_zstd_layers_pull() {
         let img = e.svc.pull(reference, None).await.unwrap();
         let paths = e.svc.layer_paths(&img.id).unwrap();
         let name = reference.trim_end_matches(":1");
-        assert_eq!(
-            fs::read(paths[0].join(name).join("file")).unwrap(),
-            name.as_bytes()
-        );
+        assert_eq!(fs::read(paths[0].join(name).join("file")).unwrap(), name.as_bytes());
     }
 }
 
@@ -599,8 +538,65 @@ fn a_second_service_on_the_same_root_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeRegistry::new();
     let _first = open(dir.path(), &fake, 1 << 20).unwrap();
-    assert!(matches!(
-        open(dir.path(), &fake, 1 << 20),
-        Err(ImagesError::Store(_))
-    ));
+    assert!(matches!(open(dir.path(), &fake, 1 << 20), Err(ImagesError::Store(_))));
+}
+
+/// Unmounts on drop, so a failed assertion does not leave a mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("umount {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_paths_mount_as_overlayfs_with_whiteouts_applied() {
+    if crate::testutil::skip_without_root("layer_paths_mount_as_overlayfs_with_whiteouts_applied") {
+        return;
+    }
+    let e = env();
+    let lower = Tar::new()
+        .file("a/x", 0o644, b"x")
+        .file("a/keep", 0o644, b"keep")
+        .file("b/y", 0o644, b"y")
+        .file("c/z", 0o644, b"z")
+        .finish();
+    let upper = Tar::new()
+        .file("a/.wh.x", 0o644, b"")
+        .dir("b/", 0o755)
+        .file("b/.wh..wh..opq", 0o644, b"")
+        .file("b/new", 0o644, b"new")
+        .file("c/z", 0o644, b"z2")
+        .finish();
+    e.fake.push("ovl:1", &[lower, upper], "ovl");
+    let img = e.svc.pull("ovl:1", None).await.unwrap();
+    let lowerdirs: Vec<String> = e
+        .svc
+        .layer_paths(&img.id)
+        .unwrap()
+        .iter()
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    let target = e.dir.path().join("merged");
+    fs::create_dir(&target).unwrap();
+    let options = format!("lowerdir={}", lowerdirs.join(":"));
+    if let Err(err) = nix::mount::mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(options.as_str()),
+    ) {
+        eprintln!("skipping overlay check: mount failed: {err}");
+        return;
+    }
+    let _mounted = Mounted(target.clone());
+    assert!(!target.join("a/x").exists(), "whiteout did not hide a/x");
+    assert_eq!(fs::read(target.join("a/keep")).unwrap(), b"keep");
+    assert!(!target.join("b/y").exists(), "opaque dir did not hide b/y");
+    assert_eq!(fs::read(target.join("b/new")).unwrap(), b"new");
+    assert_eq!(fs::read(target.join("c/z")).unwrap(), b"z2");
 }
