@@ -1,0 +1,108 @@
+//! The caller's side of starting a monitor: re-execute the runtime binary
+//! as `berth-runtime monitor …` with a sync pipe on fd 3, wait for the
+//! first process (which forks the real monitor and exits at once, so the
+//! monitor is nobody's child but a subreaper's or init's), then read the
+//! monitor's one-line JSON report: the init is ready, or why it is not.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// The fd number the sync pipe has in the monitor.
+pub const SYNC_FD: i32 = 3;
+
+/// How the container's stdio is wired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StdioMode {
+    /// The container inherits the caller's stdin/stdout/stderr (runc's
+    /// default for detached `create` and foreground `run`).
+    Inherit,
+    /// The monitor holds pipes (or the pty master): it writes the CRI log
+    /// file when given, serves attach, and feeds stdin when `stdin`.
+    Monitor { log_path: Option<PathBuf>, stdin: bool },
+    /// A terminal whose master is sent to this unix socket (runc's
+    /// `--console-socket`).
+    ConsoleSocket(PathBuf),
+}
+
+/// The monitor's report on the sync pipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Report {
+    Created { pid: i32 },
+    Failed(String),
+}
+
+/// Errors starting a monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("start monitor {exe}: {source}")]
+    Exec { exe: PathBuf, source: std::io::Error },
+    #[error("monitor sync pipe: {0}")]
+    Pipe(nix::errno::Errno),
+    #[error("monitor exited without reporting ({0})")]
+    NoReport(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Arguments of the hidden `monitor` subcommand.
+#[derive(Debug, Clone)]
+pub struct MonitorRequest<'a> {
+    pub exe: &'a Path,
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub stdio: &'a StdioMode,
+}
+
+/// Starts the monitor and waits for its report; returns the init's pid.
+pub fn spawn(req: &MonitorRequest<'_>) -> Result<i32, SpawnError> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
+    let stdio_json = serde_json::to_string(req.stdio).expect("stdio mode serializes");
+    let mut cmd = Command::new(req.exe);
+    cmd.arg("--root")
+        .arg(req.root)
+        .arg("monitor")
+        .arg("--bundle")
+        .arg(req.bundle)
+        .arg("--stdio")
+        .arg(stdio_json)
+        .arg(req.id);
+    if *req.stdio != StdioMode::Inherit {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    let write_raw = write.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe dup2/fcntl on descriptors it owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if write_raw != SYNC_FD && libc::dup2(write_raw, SYNC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(SYNC_FD, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().map_err(|source| SpawnError::Exec {
+        exe: req.exe.to_path_buf(),
+        source,
+    })?;
+    drop(write);
+    let mut report = String::new();
+    std::fs::File::from(OwnedFd::from(read))
+        .read_to_string(&mut report)
+        .map_err(|e| SpawnError::NoReport(e.to_string()))?;
+    match serde_json::from_str::<Report>(report.trim()) {
+        Ok(Report::Created { pid }) => Ok(pid),
+        Ok(Report::Failed(e)) => Err(SpawnError::Failed(e)),
+        Err(_) => Err(SpawnError::NoReport(format!(
+            "first process {status}, output {report:?}"
+        ))),
+    }
+}

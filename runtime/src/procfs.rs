@@ -1,0 +1,40 @@
+//! Small readers of `/proc/<pid>/…` facts the engine needs.
+
+use std::fs;
+
+/// Parses `/proc/<pid>/stat` after the `comm` field (which may hold spaces
+/// and parentheses), returning fields 3.. (state is index 0).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22), if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is a zombie (or dead) process.
+pub fn is_zombie(pid: i32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|s| s == "Z" || s == "X")
+}
+
+/// The calling process's current `oom_score_adj`.
+pub fn own_oom_score_adj() -> Option<i32> {
+    fs::read_to_string("/proc/self/oom_score_adj").ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_own_stat() {
+        let pid = std::process::id() as i32;
+        assert!(super::start_time(pid).is_some());
+        assert!(!super::is_zombie(pid));
+        assert!(super::start_time(i32::MAX).is_none());
+        assert!(super::own_oom_score_adj().is_some());
+    }
+}
