@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
-# Install what is missing, then run every check and test berth has:
-# rustfmt, clippy, unit tests, and the root integration tests that drive a
-# real berthd over its CRI socket against a local registry on 127.0.0.1.
+# Run every berth test: installs what is missing, then formatting, lints,
+# build, unit tests and the root integration tests (tests/), which start
+# their own registries and berthd instances on 127.0.0.1 and private dirs.
+#
+#   hack/test.sh                  everything
+#   hack/test.sh -p berth-tests   extra arguments go to `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+source hack/lib.sh
 
-packages=(busybox-static docker-registry skopeo protobuf-compiler containernetworking-plugins iptables openssl)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
+marker=$(mktemp -t berth-test-run.XXXXXX)
+report_leftovers() {
+    local status=$?
+    # The tests remove what they create; say so loudly if one did not.
+    local left
+    left=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -newer "$marker" \
+        \( -name 'berth-test-*' -o -name 'berth-registry-*' -o -name 'berth-token-*' \) 2>/dev/null || true)
+    if [ -n "$left" ]; then
+        echo "!! temp dirs left behind by the tests:" >&2
+        echo "$left" >&2
+    fi
+    rm -f "$marker"
+    exit "$status"
+}
+trap report_leftovers EXIT
+
+berth_install_packages
+berth_install_rust_components
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "!! not root: integration tests will skip themselves (run as root for the full suite)" >&2
 fi
-for component in rustfmt clippy; do
-  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
-done
 
-cargo fmt --all -- --check
+echo ">> cargo fmt --check"
+cargo fmt --all --check
+echo ">> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo build --workspace --all-targets
-cargo test --workspace
+echo ">> cargo build"
+cargo build --workspace
+echo ">> cargo test"
+cargo test --workspace "$@"

@@ -60,30 +60,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
 pub fn run(args: BenchArgs) -> Result<()> {
     let bin = match args.bin_dir {
         Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe dir")?
-            .to_path_buf(),
+        None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
     };
     let tmp = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
     let images = tmp.path().join("images");
     let exp = testimages::build_all(&images)?;
     let registry = Registry::start(RegistryOptions::default())?;
-    skopeo::push_all(
-        &images,
-        &exp,
-        &registry.host(),
-        &PushOptions::default(),
-        &|n| n == "berth/big:v1",
-    )?;
+    skopeo::push_all(&images, &exp, &registry.host(), &PushOptions::default(), &|n| {
+        n == "berth/big:v1"
+    })?;
     let big = exp.image("berth/big:v1");
-    let unpacked: u64 = big
-        .amd64()
-        .layers
-        .iter()
-        .flat_map(|l| &l.entries)
-        .map(|e| e.size)
-        .sum();
+    let unpacked: u64 = big.amd64().layers.iter().flat_map(|l| &l.entries).map(|e| e.size).sum();
     let compressed: u64 = big.amd64().layers.iter().map(|l| l.size).sum();
 
     let sock = tmp.path().join("state/berth.sock");
@@ -126,9 +113,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let rss = rss_kib(berthd.pid())?;
     let cold = median(cold);
     let warm = median(warm);
-    println!(
-        "image: berth/big:v1, 6 layers, {compressed} bytes compressed, {unpacked} bytes unpacked"
-    );
+    println!("image: berth/big:v1, 6 layers, {compressed} bytes compressed, {unpacked} bytes unpacked");
     println!(
         "cold pull+unpack: {:.3} s ({:.1} MiB/s unpacked)",
         cold.as_secs_f64(),

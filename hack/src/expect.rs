@@ -315,13 +315,7 @@ mod tests {
 
     #[test]
     fn merge_applies_whiteouts_and_opaque_dirs() {
-        let lower = layer_entries(&[
-            d("a"),
-            f("a/x", b"1"),
-            f("a/y", b"1"),
-            d("o"),
-            f("o/old", b""),
-        ]);
+        let lower = layer_entries(&[d("a"), f("a/x", b"1"), f("a/y", b"1"), d("o"), f("o/old", b"")]);
         let upper = layer_entries(&[
             d("a"),
             f("a/.wh.x", b""),

@@ -26,9 +26,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
     }
     pub fn query_all(&self, key: &str) -> Vec<&str> {
         self.query
@@ -61,8 +59,7 @@ impl Response {
         }
     }
     pub fn json(status: u16, v: &serde_json::Value) -> Response {
-        Response::new(status, serde_json::to_vec(v).expect("json"))
-            .header("Content-Type", "application/json")
+        Response::new(status, serde_json::to_vec(v).expect("json")).header("Content-Type", "application/json")
     }
     pub fn header(mut self, k: &str, v: &str) -> Response {
         self.headers.push((k.into(), v.into()));
@@ -130,10 +127,7 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; len.min(16 << 20)];
     r.read_exact(&mut body)?;
     let (path, query) = match target.split_once('?') {
@@ -249,10 +243,7 @@ mod tests {
     #[test]
     fn decodes_forms() {
         let f = parse_form("scope=repository%3Aberth%2Fbusybox%3Apull&x=a+b&flag");
-        assert_eq!(
-            f[0],
-            ("scope".into(), "repository:berth/busybox:pull".into())
-        );
+        assert_eq!(f[0], ("scope".into(), "repository:berth/busybox:pull".into()));
         assert_eq!(f[1], ("x".into(), "a b".into()));
         assert_eq!(f[2], ("flag".into(), String::new()));
     }
@@ -260,15 +251,11 @@ mod tests {
     #[test]
     fn serves_requests() {
         let srv = Server::start(Arc::new(|r: &Request| {
-            Response::new(
-                200,
-                format!("{} {}", r.method, r.query_one("q").unwrap_or("-")),
-            )
+            Response::new(200, format!("{} {}", r.method, r.query_one("q").unwrap_or("-")))
         }))
         .unwrap();
         let mut s = TcpStream::connect(srv.addr()).unwrap();
-        s.write_all(b"GET /x?q=hi HTTP/1.1\r\nHost: a\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /x?q=hi HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");

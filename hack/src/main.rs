@@ -124,13 +124,8 @@ fn serve_images(
     };
     let (auth, creds) = match &htpasswd {
         Some(up) => {
-            let (u, p) = up
-                .split_once(':')
-                .context("--htpasswd wants USER:PASSWORD")?;
-            (
-                Auth::Htpasswd(vec![(u.to_string(), p.to_string())]),
-                Some(up.clone()),
-            )
+            let (u, p) = up.split_once(':').context("--htpasswd wants USER:PASSWORD")?;
+            (Auth::Htpasswd(vec![(u.to_string(), p.to_string())]), Some(up.clone()))
         }
         None => (Auth::None, None),
     };
@@ -148,10 +143,7 @@ fn serve_images(
     })?;
     std::fs::write(&port_file, format!("{}\n", registry.port()))
         .with_context(|| format!("writing {}", port_file.display()))?;
-    eprintln!(
-        "berth-hack: registry with test images at {}",
-        registry.host()
-    );
+    eprintln!("berth-hack: registry with test images at {}", registry.host());
     let sig = set.wait()?;
     eprintln!("berth-hack: {sig}, stopping the registry");
     drop(registry);

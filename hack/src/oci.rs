@@ -119,8 +119,7 @@ impl Layout {
         if dir.exists() {
             fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        fs::create_dir_all(dir.join("blobs/sha256"))
-            .with_context(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(dir.join("blobs/sha256")).with_context(|| format!("creating {}", dir.display()))?;
         fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         Ok(Layout {
             dir: dir.to_path_buf(),
@@ -197,8 +196,7 @@ mod tests {
                 Compression::None => x,
                 Compression::Gzip => {
                     let mut out = Vec::new();
-                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&x[..]), &mut out)
-                        .unwrap();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&x[..]), &mut out).unwrap();
                     out
                 }
                 Compression::Zstd => zstd::decode_all(&x[..]).unwrap(),

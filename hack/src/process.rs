@@ -31,12 +31,8 @@ impl Guarded {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        let child = cmd.spawn().with_context(|| format!("starting {name} ({cmd:?})"))?;
         let pid = child.id().to_string();
         let watchdog = Command::new("/bin/sh")
             .args([
@@ -82,8 +78,7 @@ impl Guarded {
         if self.try_wait().is_some() {
             return Ok(());
         }
-        kill(Pid::from_raw(self.child.id() as i32), sig)
-            .with_context(|| format!("sending {sig} to {}", self.name))
+        kill(Pid::from_raw(self.child.id() as i32), sig).with_context(|| format!("sending {sig} to {}", self.name))
     }
 
     /// Waits up to `timeout` for the process to exit.

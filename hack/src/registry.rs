@@ -180,10 +180,7 @@ fn config_yaml(dir: &Path, port: u16, opts: &RegistryOptions) -> String {
 impl Registry {
     /// Starts a registry storing under a new temp directory.
     pub fn start(opts: RegistryOptions) -> Result<Registry> {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-")
-            .tempdir()?
-            .keep();
+        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir()?.keep();
         match Registry::start_in(&dir, opts) {
             Ok(mut r) => {
                 r.keep_dir = false;
@@ -297,9 +294,7 @@ fn wait_listening(p: &mut Guarded, port: u16, log: &Path) -> Result<()> {
         // Wait for distribution's own "listening on" line: a successful
         // connect alone could reach another process that won the port.
         let listening = format!("listening on 127.0.0.1:{port}");
-        if process::tail(log, 1 << 16).contains(&listening)
-            && TcpStream::connect(("127.0.0.1", port)).is_ok()
-        {
+        if process::tail(log, 1 << 16).contains(&listening) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -58,9 +58,7 @@ pub fn push(
     let authfile = tempfile::NamedTempFile::new()?;
     std::fs::write(authfile.path(), b"{\"auths\":{}}")?;
     cmd.env("REGISTRY_AUTH_FILE", authfile.path());
-    let out = cmd
-        .output()
-        .context("running skopeo (install the skopeo package)")?;
+    let out = cmd.output().context("running skopeo (install the skopeo package)")?;
     if !out.status.success() {
         bail!(
             "skopeo copy {} to {host}/{dest_repo}:{dest_tag} failed: {}",
@@ -68,9 +66,7 @@ pub fn push(
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let digest = std::fs::read_to_string(digest_file.path())?
-        .trim()
-        .to_string();
+    let digest = std::fs::read_to_string(digest_file.path())?.trim().to_string();
     if !digest.starts_with("sha256:") {
         bail!("skopeo wrote no digest for {dest_repo}:{dest_tag}");
     }

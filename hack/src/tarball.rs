@@ -110,17 +110,7 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
             LongName::Gnu => {
                 let mut data = name.as_bytes().to_vec();
                 data.push(0);
-                let h = header(
-                    "././@LongLink",
-                    b'L',
-                    0o644,
-                    0,
-                    0,
-                    0,
-                    data.len() as u64,
-                    "",
-                    (0, 0),
-                );
+                let h = header("././@LongLink", b'L', 0o644, 0, 0, 0, data.len() as u64, "", (0, 0));
                 out.extend_from_slice(&h);
                 push_data(out, &data);
             }
@@ -135,17 +125,7 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
     if !pax.is_empty() {
         let data = pax_records(&pax);
         let pax_name = format!("PaxHeaders/{}", truncate(&name, 80));
-        let h = header(
-            &pax_name,
-            b'x',
-            0o644,
-            0,
-            0,
-            e.mtime,
-            data.len() as u64,
-            "",
-            (0, 0),
-        );
+        let h = header(&pax_name, b'x', 0o644, 0, 0, e.mtime, data.len() as u64, "", (0, 0));
         out.extend_from_slice(&h);
         push_data(out, &data);
     }
@@ -289,17 +269,7 @@ mod tests {
 
     #[test]
     fn header_checksum_and_fields() {
-        let h = header(
-            "a/b",
-            b'0',
-            0o4755,
-            1000,
-            1000,
-            1_700_000_000,
-            5,
-            "",
-            (0, 0),
-        );
+        let h = header("a/b", b'0', 0o4755, 1000, 1000, 1_700_000_000, 5, "", (0, 0));
         let stored = u64::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
         let mut copy = h;
         copy[148..156].fill(b' ');

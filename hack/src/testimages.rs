@@ -71,18 +71,12 @@ struct LayerSpec {
 impl LayerSpec {
     fn new(mut entries: Vec<Entry>, compression: Compression) -> LayerSpec {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        LayerSpec {
-            entries,
-            compression,
-        }
+        LayerSpec { entries, compression }
     }
     /// Keeps the given order (hostile layers need a symlink before a write
     /// through it).
     fn ordered(entries: Vec<Entry>, compression: Compression) -> LayerSpec {
-        LayerSpec {
-            entries,
-            compression,
-        }
+        LayerSpec { entries, compression }
     }
 }
 
@@ -119,11 +113,7 @@ fn busybox_layer(b: &Builder) -> LayerSpec {
               nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
             0o644,
         ),
-        file(
-            "etc/group",
-            b"root:x:0:\nberth:x:1000:\nnobody:x:65534:\n",
-            0o644,
-        ),
+        file("etc/group", b"root:x:0:\nberth:x:1000:\nnobody:x:65534:\n", 0o644),
         file("etc/hostname", b"berth\n", 0o644),
         file(
             "etc/os-release",
@@ -373,13 +363,7 @@ fn multiarch(out: &Path, exp: &mut Expected, b: &Builder) -> Result<()> {
         } else {
             vec![arch_layer(p)]
         };
-        let (d, m) = write_manifest(
-            b,
-            &layout,
-            p.clone(),
-            &layers,
-            base_config(&["cat", "/arch.txt"]),
-        )?;
+        let (d, m) = write_manifest(b, &layout, p.clone(), &layers, base_config(&["cat", "/arch.txt"]))?;
         descs.push(d);
         manifests.push(m);
     }
@@ -408,10 +392,7 @@ fn multiarch(out: &Path, exp: &mut Expected, b: &Builder) -> Result<()> {
     let mut adesc = layout.put_json(oci::MT_MANIFEST, &amanifest)?;
     adesc.platform = Some(Platform::new("unknown", "unknown", None));
     adesc.annotations = Some(BTreeMap::from([
-        (
-            "vnd.docker.reference.digest".to_string(),
-            descs[2].digest.clone(),
-        ),
+        ("vnd.docker.reference.digest".to_string(), descs[2].digest.clone()),
         (
             "vnd.docker.reference.type".to_string(),
             "attestation-manifest".to_string(),
@@ -573,8 +554,8 @@ fn hostile_images() -> Vec<(&'static str, &'static str, Vec<Entry>, Vec<String>)
 
 /// Builds every test image under `out` and writes `out/expected.json`.
 pub fn build_all(out: &Path) -> Result<Expected> {
-    let busybox = fs::read(BUSYBOX)
-        .with_context(|| format!("reading {BUSYBOX} (install the busybox-static package)"))?;
+    let busybox =
+        fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX} (install the busybox-static package)"))?;
     let list = std::process::Command::new(BUSYBOX)
         .arg("--list")
         .output()
@@ -590,9 +571,7 @@ pub fn build_all(out: &Path) -> Result<Expected> {
         .collect();
     applets.sort();
     applets.dedup();
-    for needed in [
-        "sh", "ls", "cat", "echo", "sleep", "id", "env", "httpd", "wget",
-    ] {
+    for needed in ["sh", "ls", "cat", "echo", "sleep", "id", "env", "httpd", "wget"] {
         if !applets.iter().any(|a| a == needed) {
             bail!("{BUSYBOX} lacks the {needed} applet");
         }

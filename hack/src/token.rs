@@ -44,10 +44,7 @@ pub struct TokenKeys {
 pub fn pem_block(pem: &str, label: &str) -> Result<Vec<u8>> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
-    let start = pem
-        .find(&begin)
-        .ok_or_else(|| anyhow!("no {label} block"))?
-        + begin.len();
+    let start = pem.find(&begin).ok_or_else(|| anyhow!("no {label} block"))? + begin.len();
     let stop = pem[start..]
         .find(&end)
         .ok_or_else(|| anyhow!("unterminated {label} block"))?
@@ -131,9 +128,8 @@ pub struct TokenServer {
 impl TokenServer {
     pub fn start(keys: &TokenKeys, cfg: TokenConfig) -> Result<TokenServer> {
         let rng = SystemRandom::new();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &keys.key_pkcs8, &rng)
-                .map_err(|e| anyhow!("token key: {e}"))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &keys.key_pkcs8, &rng)
+            .map_err(|e| anyhow!("token key: {e}"))?;
         let signer = Signer {
             pair,
             rng,
@@ -166,19 +162,13 @@ impl Signer {
         let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json"));
         let c = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("json"));
         let input = format!("{h}.{c}");
-        let sig = self
-            .pair
-            .sign(&self.rng, input.as_bytes())
-            .expect("ecdsa signing");
+        let sig = self.pair.sign(&self.rng, input.as_bytes()).expect("ecdsa signing");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
     }
 }
 
 fn unauthorized(msg: &str) -> Response {
-    Response::json(
-        401,
-        &json!({"errors": [{"code": "UNAUTHORIZED", "message": msg}]}),
-    )
+    Response::json(401, &json!({"errors": [{"code": "UNAUTHORIZED", "message": msg}]}))
 }
 
 /// Who is asking: `Ok(None)` anonymous, `Ok(Some(user))`, `Err` bad credentials.
@@ -233,11 +223,7 @@ fn authenticate(
 }
 
 /// `repository:berth/busybox:pull,push` → access entry.
-fn access_entry(
-    scope: &str,
-    user: Option<&str>,
-    anonymous_pull: bool,
-) -> Option<serde_json::Value> {
+fn access_entry(scope: &str, user: Option<&str>, anonymous_pull: bool) -> Option<serde_json::Value> {
     let (kind, rest) = scope.split_once(':')?;
     let (name, actions) = rest.rsplit_once(':')?;
     let wanted: Vec<&str> = actions.split(',').filter(|a| !a.is_empty()).collect();

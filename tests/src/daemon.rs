@@ -85,16 +85,14 @@ impl Berthd {
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.socket)
-            .env("RUST_LOG", "debug")
+            .arg("--log-level")
+            .arg("debug,h2=info,hyper=info,tower=info")
             .env("RUST_BACKTRACE", "1");
         let mut p = Guarded::spawn("berthd", cmd, &self.log)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = p.try_wait() {
-                bail!(
-                    "berthd exited ({status}) during startup:\n{}",
-                    self.log_tail()
-                );
+                bail!("berthd exited ({status}) during startup:\n{}", self.log_tail());
             }
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 break;
@@ -149,11 +147,7 @@ impl Berthd {
         let ch = Endpoint::try_from("http://[::]:50051")?
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
             }))
             .await
             .with_context(|| format!("connecting to {}", self.socket.display()))?;
@@ -200,11 +194,7 @@ impl Drop for Berthd {
         let clean = self.stop();
         if std::thread::panicking() || !clean {
             // Leave a trace for the failing test's output.
-            eprintln!(
-                "--- berthd log ({}) ---\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
+            eprintln!("--- berthd log ({}) ---\n{}", self.log.display(), self.log_tail());
         }
         if let Some(d) = self.dir.take() {
             let path = d.path().to_path_buf();

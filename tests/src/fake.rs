@@ -30,12 +30,9 @@ impl FakeRegistry {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
         let handler = move |req: &Request| {
-            log.lock()
-                .expect("lock")
-                .push(format!("{} {}", req.method, req.path));
+            log.lock().expect("lock").push(format!("{} {}", req.method, req.path));
             if req.path == "/v2/" || req.path == "/v2" {
-                return Response::json(200, &json!({}))
-                    .header("Docker-Distribution-API-Version", "registry/2.0");
+                return Response::json(200, &json!({})).header("Docker-Distribution-API-Version", "registry/2.0");
             }
             match docs.get(&req.path) {
                 Some(d) => Response::new(200, d.body.clone())
@@ -124,10 +121,7 @@ impl FakeImage {
             body: self.manifest.clone(),
         };
         m.insert(format!("/v2/{repo}/manifests/{tag}"), manifest.clone());
-        m.insert(
-            format!("/v2/{repo}/manifests/{}", self.manifest_digest),
-            manifest,
-        );
+        m.insert(format!("/v2/{repo}/manifests/{}", self.manifest_digest), manifest);
         m.insert(
             format!("/v2/{repo}/blobs/{}", self.config_digest),
             Doc {

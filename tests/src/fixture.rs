@@ -48,8 +48,7 @@ pub fn images() -> &'static Images {
     IMAGES.get_or_init(|| {
         if let Some(dir) = std::env::var_os("BERTH_TEST_IMAGES") {
             let dir = PathBuf::from(dir);
-            let expected = testimages::load_expected(&dir)
-                .unwrap_or_else(|e| panic!("BERTH_TEST_IMAGES: {e:#}"));
+            let expected = testimages::load_expected(&dir).unwrap_or_else(|e| panic!("BERTH_TEST_IMAGES: {e:#}"));
             return Images { dir, expected };
         }
         let (dir, expected) = testimages::build_cached(&target_dir().join("berth-test-images"))
@@ -108,8 +107,8 @@ extern "C" fn stop_shared_registry() {
 pub fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
         let imgs = images();
-        let registry = Registry::start(RegistryOptions::default())
-            .unwrap_or_else(|e| panic!("starting docker-registry: {e:#}"));
+        let registry =
+            Registry::start(RegistryOptions::default()).unwrap_or_else(|e| panic!("starting docker-registry: {e:#}"));
         let pushed = skopeo::push_all(
             &imgs.dir,
             &imgs.expected,
@@ -215,12 +214,7 @@ pub fn private_registry(guard: Guard, names: &[&str]) -> PrivateRegistry {
     let pushed = skopeo::push_all(&imgs.dir, &imgs.expected, &registry.host(), &opts, &|n| {
         names.contains(&n)
     })
-    .unwrap_or_else(|e| {
-        panic!(
-            "pushing to the {guard:?} registry: {e:#}\n{}",
-            registry.log_tail()
-        )
-    });
+    .unwrap_or_else(|e| panic!("pushing to the {guard:?} registry: {e:#}\n{}", registry.log_tail()));
     PrivateRegistry {
         registry,
         pushed,

@@ -16,6 +16,7 @@
 pub mod daemon;
 pub mod fake;
 pub mod fixture;
+pub mod ops;
 pub mod snapshot;
 
 pub use berth_hack;

@@ -158,9 +158,7 @@ pub fn diff(expected: &[FileExpect], actual: &[FileExpect]) -> Vec<String> {
     for (p, e) in &exp {
         match act.get(p) {
             None => out.push(format!("missing: {p} ({:?})", e.kind)),
-            Some(a) if a != e => {
-                out.push(format!("differs: {p}\n  expected {e:?}\n  actual   {a:?}"))
-            }
+            Some(a) if a != e => out.push(format!("differs: {p}\n  expected {e:?}\n  actual   {a:?}")),
             Some(_) => {}
         }
     }
@@ -188,4 +186,70 @@ pub fn assert_snapshot(dir: &Path, expected: &[FileExpect]) {
 /// Whether a directory carries the overlay opaque marker.
 pub fn is_opaque(e: &FileExpect) -> bool {
     e.xattrs.get(OPAQUE_XATTR).map(String::as_str) == Some("y")
+}
+
+/// Names in `<root>/snapshots` that are chain-ID directories (64 hex).
+pub fn committed(root: &Path) -> std::collections::BTreeSet<String> {
+    names(&root.join("snapshots"))
+        .into_iter()
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect()
+}
+
+/// Entries of a directory (empty if it does not exist).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// What a crash or failure must not leave behind: downloads in
+/// `content/ingest/`, and anything in `snapshots/` that is not a committed
+/// chain-ID directory (temp unpacks, trash).
+pub fn leftovers(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = names(&root.join("content/ingest"))
+        .into_iter()
+        .map(|n| format!("content/ingest/{n}"))
+        .collect();
+    let committed = committed(root);
+    out.extend(
+        names(&root.join("snapshots"))
+            .into_iter()
+            .filter(|n| !committed.contains(n))
+            .map(|n| format!("snapshots/{n}")),
+    );
+    out
+}
+
+/// Every path under `dir` whose file name contains `needle` (symlinks not
+/// followed).
+pub fn find_named(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().contains(needle) {
+                out.push(p.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The merged view of snapshot directories, bottom first, as overlayfs
+/// would show it.
+pub fn merged_view(dirs: &[std::path::PathBuf]) -> std::io::Result<Vec<FileExpect>> {
+    let layers = dirs.iter().map(|d| scan(d)).collect::<std::io::Result<Vec<_>>>()?;
+    Ok(berth_hack::expect::merge(&layers))
 }

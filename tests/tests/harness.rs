@@ -41,23 +41,14 @@ fn layouts_are_content_addressed_and_consistent() {
         let blob = |d: &str| {
             let data = std::fs::read(layout.join("blobs/sha256").join(&d[7..]))
                 .unwrap_or_else(|e| panic!("{name}: blob {d}: {e}"));
-            assert_eq!(
-                sha(&data),
-                d,
-                "{name}: blob content does not match its name"
-            );
+            assert_eq!(sha(&data), d, "{name}: blob content does not match its name");
             data
         };
         blob(&img.top_digest);
         for m in &img.manifests {
             let manifest: serde_json::Value = serde_json::from_slice(&blob(&m.digest)).unwrap();
-            assert_eq!(
-                manifest["config"]["digest"],
-                m.config_digest.as_str(),
-                "{name}"
-            );
-            let config: serde_json::Value =
-                serde_json::from_slice(&blob(&m.config_digest)).unwrap();
+            assert_eq!(manifest["config"]["digest"], m.config_digest.as_str(), "{name}");
+            let config: serde_json::Value = serde_json::from_slice(&blob(&m.config_digest)).unwrap();
             let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
                 .as_array()
                 .unwrap()
@@ -83,11 +74,7 @@ fn layouts_are_content_addressed_and_consistent() {
     }
     // The layered image mixes every compression and the busybox layer is shared.
     let layered = imgs.expected.image("berth/layered:v1").amd64();
-    let kinds: std::collections::BTreeSet<_> = layered
-        .layers
-        .iter()
-        .map(|l| l.media_type.clone())
-        .collect();
+    let kinds: std::collections::BTreeSet<_> = layered.layers.iter().map(|l| l.media_type.clone()).collect();
     assert_eq!(
         kinds.len(),
         3,
@@ -109,9 +96,7 @@ fn layouts_are_content_addressed_and_consistent() {
 
 fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
     out
 }
 
@@ -120,27 +105,16 @@ fn shared_registry_serves_every_pushed_image() {
     let shared = fixture::shared();
     let imgs = fixture::images();
     for (name, img) in &imgs.expected.images {
-        let raw = skopeo_raw(&shared.reference(name), &["--tls-verify=false"])
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            sha(&raw),
-            img.top_digest,
-            "{name}: registry serves another manifest"
-        );
+        let raw =
+            skopeo_raw(&shared.reference(name), &["--tls-verify=false"]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(sha(&raw), img.top_digest, "{name}: registry serves another manifest");
         let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(doc["mediaType"], img.top_media_type.as_str());
     }
     // The Docker schema 2 copy of busybox.
-    let raw = skopeo_raw(
-        &shared.reference("berth/busybox:v2s2"),
-        &["--tls-verify=false"],
-    )
-    .unwrap();
+    let raw = skopeo_raw(&shared.reference("berth/busybox:v2s2"), &["--tls-verify=false"]).unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert_eq!(
-        doc["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
+    assert_eq!(doc["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
     assert_eq!(sha(&raw), shared.digest("berth/busybox:v2s2"));
     let busybox = imgs.expected.image("berth/busybox:latest").amd64();
     assert_eq!(
@@ -149,11 +123,7 @@ fn shared_registry_serves_every_pushed_image() {
         "v2s2 keeps the config"
     );
     // Unknown tags are unknown.
-    assert!(skopeo_raw(
-        &shared.reference("berth/busybox:nope"),
-        &["--tls-verify=false"]
-    )
-    .is_err());
+    assert!(skopeo_raw(&shared.reference("berth/busybox:nope"), &["--tls-verify=false"]).is_err());
 }
 
 #[test]
@@ -165,22 +135,14 @@ fn htpasswd_registry_wants_the_password() {
         err.contains("401") || err.to_lowercase().contains("unauthorized"),
         "{err}"
     );
-    let err = skopeo_raw(
-        &reference,
-        &["--tls-verify=false", "--creds", &format!("{USER}:wrong")],
-    )
-    .unwrap_err();
+    let err = skopeo_raw(&reference, &["--tls-verify=false", "--creds", &format!("{USER}:wrong")]).unwrap_err();
     assert!(
         err.contains("401") || err.to_lowercase().contains("unauthorized"),
         "{err}"
     );
     let raw = skopeo_raw(
         &reference,
-        &[
-            "--tls-verify=false",
-            "--creds",
-            &format!("{USER}:{PASSWORD}"),
-        ],
+        &["--tls-verify=false", "--creds", &format!("{USER}:{PASSWORD}")],
     )
     .unwrap();
     assert_eq!(sha(&raw), r.pushed.digests["berth/busybox:latest"]);
@@ -213,36 +175,23 @@ fn token_registry_accepts_only_issued_tokens() {
     // Anonymous: a token without access, so the registry refuses.
     let err = skopeo_raw(&reference, &["--tls-verify=false"]).unwrap_err();
     assert!(
-        err.contains("401")
-            || err.to_lowercase().contains("unauthorized")
-            || err.to_lowercase().contains("denied"),
+        err.contains("401") || err.to_lowercase().contains("unauthorized") || err.to_lowercase().contains("denied"),
         "{err}"
     );
     // Wrong password: the token server refuses.
     let refused = token.stats.refused.load(Ordering::SeqCst);
-    let err = skopeo_raw(
-        &reference,
-        &["--tls-verify=false", "--creds", &format!("{USER}:nope")],
-    )
-    .unwrap_err();
+    let err = skopeo_raw(&reference, &["--tls-verify=false", "--creds", &format!("{USER}:nope")]).unwrap_err();
     assert!(!err.is_empty());
     assert!(token.stats.refused.load(Ordering::SeqCst) > refused);
     // Right password.
     let raw = skopeo_raw(
         &reference,
-        &[
-            "--tls-verify=false",
-            "--creds",
-            &format!("{USER}:{PASSWORD}"),
-        ],
+        &["--tls-verify=false", "--creds", &format!("{USER}:{PASSWORD}")],
     )
     .unwrap();
     assert_eq!(sha(&raw), r.pushed.digests["berth/busybox:latest"]);
     let log = token.stats.log.lock().unwrap().join("\n");
-    assert!(
-        log.contains("user=berth scope=repository:berth/busybox:pull"),
-        "{log}"
-    );
+    assert!(log.contains("user=berth scope=repository:berth/busybox:pull"), "{log}");
 }
 
 #[test]
@@ -257,4 +206,27 @@ fn registry_is_gone_after_drop() {
         "port {port} still open"
     );
     assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
+fn readme_config_example_is_accepted_by_berthd() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("README has a toml example") + 8;
+    let len = readme[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("berth.toml");
+    std::fs::write(&cfg, &readme[start..start + len]).unwrap();
+    let out = Command::new(berth_tests::daemon::berthd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "show"])
+        .output()
+        .expect("berthd (build it first: cargo build --workspace)");
+    assert!(
+        out.status.success(),
+        "berthd refuses the README's config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("http://127.0.0.1:5001"), "{shown}");
 }
