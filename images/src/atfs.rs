@@ -89,8 +89,7 @@ fn empty_dir(dir: &OwnedFd) -> nix::Result<()> {
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
 /// `/proc/self/fd/<parent>/<name>`: a path that reaches `name` inside the
@@ -108,15 +107,7 @@ pub(crate) fn set_xattr_fd(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::R
     // SAFETY: `fd` is a live descriptor borrowed for the whole call; `key` is a
     // NUL-terminated string that outlives the call; `value` points to
     // `value.len()` initialised bytes the kernel only reads.
-    let rc = unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            key.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::fsetxattr(fd.as_raw_fd(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
         Ok(())
     } else {
@@ -127,26 +118,13 @@ pub(crate) fn set_xattr_fd(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::R
 /// Set extended attribute `key` on `name` in `parent` without following
 /// `name` if it is a symlink (used for symlinks, devices and fifos, which we
 /// must not open).
-pub(crate) fn set_xattr_at(
-    parent: BorrowedFd<'_>,
-    name: &OsStr,
-    key: &str,
-    value: &[u8],
-) -> io::Result<()> {
+pub(crate) fn set_xattr_at(parent: BorrowedFd<'_>, name: &OsStr, key: &str, value: &[u8]) -> io::Result<()> {
     let path = proc_path(parent, name)?;
     let key = cstring(key.as_bytes())?;
     // SAFETY: `path` and `key` are NUL-terminated strings that outlive the
     // call; `value` points to `value.len()` initialised bytes the kernel only
     // reads; `parent` stays open for the call, so the /proc link is valid.
-    let rc = unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            key.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
         Ok(())
     } else {
@@ -163,14 +141,7 @@ pub(crate) fn get_xattr(path: &Path, key: &str) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 64 * 1024];
     // SAFETY: `path` and `key` are NUL-terminated strings that outlive the
     // call; `buf` is a writable buffer of exactly `buf.len()` bytes.
-    let rc = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            key.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
+    let rc = unsafe { libc::lgetxattr(path.as_ptr(), key.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if rc < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
@@ -231,9 +202,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         }
         assert_eq!(
-            get_xattr(&dir.path().join("f"), "user.berth")
-                .unwrap()
-                .as_deref(),
+            get_xattr(&dir.path().join("f"), "user.berth").unwrap().as_deref(),
             Some(&b"v"[..])
         );
         assert_eq!(get_xattr(&dir.path().join("f"), "user.none").unwrap(), None);

@@ -70,10 +70,7 @@ mod tests {
     #[test]
     fn classifies_media_types() {
         let c = |s: &str| Compression::from_media_type(&MediaType::from(s), "sha256:x");
-        assert_eq!(
-            c("application/vnd.oci.image.layer.v1.tar").unwrap(),
-            Compression::None
-        );
+        assert_eq!(c("application/vnd.oci.image.layer.v1.tar").unwrap(), Compression::None);
         assert_eq!(
             c("application/vnd.oci.image.layer.v1.tar+gzip").unwrap(),
             Compression::Gzip
@@ -115,10 +112,7 @@ mod tests {
             (Compression::Zstd, zst),
         ] {
             let mut out = Vec::new();
-            c.decoder(&bytes[..])
-                .unwrap()
-                .read_to_end(&mut out)
-                .unwrap();
+            c.decoder(&bytes[..]).unwrap().read_to_end(&mut out).unwrap();
             assert_eq!(out, data, "{c:?}");
         }
     }

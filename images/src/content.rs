@@ -84,11 +84,7 @@ impl ContentStore {
     /// Open a stored blob for reading; `None` when absent.
     pub fn open_blob(&self, digest: &Digest) -> Result<Option<File>> {
         let path = self.blob_path(digest);
-        match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => Ok(Some(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(ImagesError::io("open blob", path, e)),
@@ -162,9 +158,7 @@ impl ContentStore {
             });
         }
         let (file, temp) = self.create_temp(&digest)?;
-        let async_file = file
-            .try_clone()
-            .map_err(|e| ImagesError::io("dup", &temp.path, e))?;
+        let async_file = file.try_clone().map_err(|e| ImagesError::io("dup", &temp.path, e))?;
         let mut writer = VerifyingWriter {
             inner: tokio::fs::File::from_std(async_file),
             verifier: Verifier::new(),
@@ -176,17 +170,14 @@ impl ContentStore {
             .flush()
             .await
             .map_err(|e| ImagesError::io("write", &temp.path, e))?;
-        let VerifyingWriter {
-            inner, verifier, ..
-        } = writer;
+        let VerifyingWriter { inner, verifier, .. } = writer;
         drop(inner);
         verifier.verify(&digest, Some(size))?;
         let blobs = self.blobs.clone();
         tokio::task::spawn_blocking(move || {
             let mut file = file;
             let dest = commit(&blobs, &file, temp, &digest)?;
-            file.rewind()
-                .map_err(|e| ImagesError::io("seek", dest, e))?;
+            file.rewind().map_err(|e| ImagesError::io("seek", dest, e))?;
             Ok(file)
         })
         .await
@@ -205,8 +196,7 @@ impl ContentStore {
 
     /// Digests of every stored blob (names that are not digests are ignored).
     pub fn list(&self) -> Result<Vec<Digest>> {
-        let entries =
-            fs::read_dir(&self.blobs).map_err(|e| ImagesError::io("list", &self.blobs, e))?;
+        let entries = fs::read_dir(&self.blobs).map_err(|e| ImagesError::io("list", &self.blobs, e))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| ImagesError::io("list", &self.blobs, e))?;
@@ -224,13 +214,10 @@ impl ContentStore {
     /// Remove everything in `ingest/` (downloads a crash interrupted). Only
     /// call when no download can be running (at open).
     pub fn clean_ingest(&self) -> Result<usize> {
-        let entries =
-            fs::read_dir(&self.ingest).map_err(|e| ImagesError::io("list", &self.ingest, e))?;
+        let entries = fs::read_dir(&self.ingest).map_err(|e| ImagesError::io("list", &self.ingest, e))?;
         let mut removed = 0;
         for entry in entries {
-            let path = entry
-                .map_err(|e| ImagesError::io("list", &self.ingest, e))?
-                .path();
+            let path = entry.map_err(|e| ImagesError::io("list", &self.ingest, e))?.path();
             let res = match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
                 Ok(_) => fs::remove_file(&path),
@@ -247,11 +234,9 @@ impl ContentStore {
 
     fn create_temp(&self, digest: &Digest) -> Result<(File, TempBlob)> {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self.ingest.join(format!(
-            "{}.{}.{n}.partial",
-            digest.hex(),
-            std::process::id()
-        ));
+        let path = self
+            .ingest
+            .join(format!("{}.{}.{n}.partial", digest.hex(), std::process::id()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -266,11 +251,9 @@ impl ContentStore {
 /// fsync the temp file, rename it to its digest name in `blobs`, fsync the
 /// directory. Returns the blob's path.
 fn commit(blobs: &Path, file: &File, temp: TempBlob, digest: &Digest) -> Result<PathBuf> {
-    file.sync_all()
-        .map_err(|e| ImagesError::io("fsync", &temp.path, e))?;
+    file.sync_all().map_err(|e| ImagesError::io("fsync", &temp.path, e))?;
     let dest = blobs.join(digest.hex());
-    fs::rename(&temp.path, &dest)
-        .map_err(|e| ImagesError::io("rename blob into place", &dest, e))?;
+    fs::rename(&temp.path, &dest).map_err(|e| ImagesError::io("rename blob into place", &dest, e))?;
     temp.disarm();
     sync_dir(blobs)?;
     Ok(dest)
@@ -316,19 +299,12 @@ struct VerifyingWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for VerifyingWriter<W> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.verifier.len().saturating_add(buf.len() as u64) > this.limit {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "blob is larger than the {} bytes its descriptor announced",
-                    this.limit
-                ),
+                format!("blob is larger than the {} bytes its descriptor announced", this.limit),
             )));
         }
         match Pin::new(&mut this.inner).poll_write(cx, buf) {

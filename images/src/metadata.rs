@@ -89,14 +89,10 @@ impl MetadataStore {
             txn.open_table(IMAGES).map_err(|e| err(&e))?;
             txn.open_table(NAMES).map_err(|e| err(&e))?;
             let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
-            let version = meta
-                .get(SCHEMA_KEY)
-                .map_err(|e| err(&e))?
-                .map(|v| v.value());
+            let version = meta.get(SCHEMA_KEY).map_err(|e| err(&e))?.map(|v| v.value());
             match version {
                 None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
-                        .map_err(|e| err(&e))?;
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(|e| err(&e))?;
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(v) => {
@@ -126,10 +122,7 @@ impl MetadataStore {
     pub fn get(&self, id: &str) -> Result<Option<ImageRecord>> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let images = txn.open_table(IMAGES).map_err(|e| self.err(e))?;
-        let bytes = images
-            .get(id)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_vec());
+        let bytes = images.get(id).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
         bytes.map(|b| self.decode(id, &b)).transpose()
     }
 
@@ -137,10 +130,7 @@ impl MetadataStore {
     pub fn image_for_name(&self, name: &str) -> Result<Option<String>> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let names = txn.open_table(NAMES).map_err(|e| self.err(e))?;
-        let id = names
-            .get(name)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_string());
+        let id = names.get(name).map_err(|e| self.err(e))?.map(|v| v.value().to_string());
         Ok(id)
     }
 
@@ -240,13 +230,8 @@ impl MetadataStore {
         let removed = {
             let mut images = txn.open_table(IMAGES).map_err(|e| self.err(e))?;
             let mut names = txn.open_table(NAMES).map_err(|e| self.err(e))?;
-            let removed = images
-                .remove(id)
-                .map_err(|e| self.err(e))?
-                .map(|v| v.value().to_vec());
-            names
-                .retain(|_, holder| holder != id)
-                .map_err(|e| self.err(e))?;
+            let removed = images.remove(id).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
+            names.retain(|_, holder| holder != id).map_err(|e| self.err(e))?;
             removed
         };
         txn.commit().map_err(|e| self.err(e))?;
@@ -289,24 +274,13 @@ mod tests {
     fn names_move_and_merge() {
         let dir = tempfile::tempdir().unwrap();
         let store = MetadataStore::open(&dir.path().join("metadata.redb")).unwrap();
-        store
-            .put_image(record("sha256:aa", &["r:1", "r:latest"]))
-            .unwrap();
-        assert_eq!(
-            store.image_for_name("r:latest").unwrap().as_deref(),
-            Some("sha256:aa")
-        );
+        store.put_image(record("sha256:aa", &["r:1", "r:latest"])).unwrap();
+        assert_eq!(store.image_for_name("r:latest").unwrap().as_deref(), Some("sha256:aa"));
 
         // `r:latest` moves to bb; aa keeps `r:1`.
         store.put_image(record("sha256:bb", &["r:latest"])).unwrap();
-        assert_eq!(
-            store.image_for_name("r:latest").unwrap().as_deref(),
-            Some("sha256:bb")
-        );
-        assert_eq!(
-            store.get("sha256:aa").unwrap().unwrap().repo_tags,
-            vec!["r:1"]
-        );
+        assert_eq!(store.image_for_name("r:latest").unwrap().as_deref(), Some("sha256:bb"));
+        assert_eq!(store.get("sha256:aa").unwrap().unwrap().repo_tags, vec!["r:1"]);
 
         // Same image under a second tag: names merge, creation time stays.
         let mut again = record("sha256:bb", &["r:2"]);
@@ -315,19 +289,11 @@ mod tests {
         assert_eq!(stored.repo_tags, vec!["r:latest", "r:2"]);
         assert_eq!(stored.created_at, "created-sha256:bb");
         assert_eq!(store.list().unwrap().len(), 2);
-        assert_eq!(
-            store.ids_with_prefix("sha256:b").unwrap(),
-            vec!["sha256:bb"]
-        );
+        assert_eq!(store.ids_with_prefix("sha256:b").unwrap(), vec!["sha256:bb"]);
 
         // Moving the last name off an image keeps the image.
         store.put_image(record("sha256:cc", &["r:1"])).unwrap();
-        assert!(store
-            .get("sha256:aa")
-            .unwrap()
-            .unwrap()
-            .repo_tags
-            .is_empty());
+        assert!(store.get("sha256:aa").unwrap().unwrap().repo_tags.is_empty());
     }
 
     #[test]
@@ -336,9 +302,7 @@ mod tests {
         let path = dir.path().join("metadata.redb");
         {
             let store = MetadataStore::open(&path).unwrap();
-            store
-                .put_image(record("sha256:aa", &["r:1", "r:2"]))
-                .unwrap();
+            store.put_image(record("sha256:aa", &["r:1", "r:2"])).unwrap();
             store.put_image(record("sha256:bb", &["s:1"])).unwrap();
             let removed = store.remove_image("sha256:aa").unwrap().unwrap();
             assert_eq!(removed.repo_tags.len(), 2);
@@ -347,10 +311,7 @@ mod tests {
         let store = MetadataStore::open(&path).unwrap();
         assert_eq!(store.image_for_name("r:1").unwrap(), None);
         assert_eq!(store.image_for_name("r@sha256:aa").unwrap(), None);
-        assert_eq!(
-            store.image_for_name("s:1").unwrap().as_deref(),
-            Some("sha256:bb")
-        );
+        assert_eq!(store.image_for_name("s:1").unwrap().as_deref(), Some("sha256:bb"));
         assert_eq!(store.list().unwrap().len(), 1);
     }
 }

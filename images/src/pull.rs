@@ -79,10 +79,7 @@ pub(crate) async fn pull(
 ) -> Result<ImageRecord> {
     let span = tracing::info_span!("pull", reference = %reference);
     async move {
-        let tracker = Arc::new(PullTracker::new(
-            reference.to_string(),
-            store.progress.clone(),
-        ));
+        let tracker = Arc::new(PullTracker::new(reference.to_string(), store.progress.clone()));
         let result = async {
             let resolved = resolver.resolve(&reference, creds.as_ref()).await?;
             pull_resolved(&store, &reference, resolved, &tracker).await
@@ -159,12 +156,7 @@ async fn pull_resolved(
 
     let manifest_store = Arc::clone(store);
     let manifest_for_store = platform_manifest_digest.clone();
-    blocking(move || {
-        manifest_store
-            .content
-            .write(&manifest_for_store, &manifest_bytes)
-    })
-    .await?;
+    blocking(move || manifest_store.content.write(&manifest_for_store, &manifest_bytes)).await?;
 
     let jobs = layers.iter().enumerate().map(|(index, plan)| {
         ensure_layer(
@@ -177,7 +169,11 @@ async fn pull_resolved(
             chain[index].clone(),
         )
     });
-    futures::future::try_join_all(jobs).await?;
+    // Wait for every layer even when one fails, so that nothing this pull
+    // started is still running (or publishing progress) once it returns.
+    for result in futures::future::join_all(jobs).await {
+        result?;
+    }
 
     let record = ImageRecord {
         id: config_digest.to_string(),
@@ -202,12 +198,7 @@ async fn pull_resolved(
 }
 
 /// The config blob: from the store if present, else fetched into it.
-async fn fetch_config(
-    store: &Store,
-    desc: &Descriptor,
-    digest: &Digest,
-    source: &dyn BlobSource,
-) -> Result<Vec<u8>> {
+async fn fetch_config(store: &Store, desc: &Descriptor, digest: &Digest, source: &dyn BlobSource) -> Result<Vec<u8>> {
     let limit = store.max_config_bytes;
     if desc.size() > limit {
         return Err(ImagesError::TooLarge {
@@ -220,10 +211,7 @@ async fn fetch_config(
     if let Some(bytes) = store.content.read(digest, limit)? {
         return Ok(bytes);
     }
-    let file = store
-        .content
-        .ingest(desc, source, Some(limit), &|_| {})
-        .await?;
+    let file = store.content.ingest(desc, source, Some(limit), &|_| {}).await?;
     let path = store.content.blob_path(digest);
     blocking(move || {
         let mut bytes = Vec::new();
@@ -242,8 +230,7 @@ fn parse_config(bytes: &[u8], digest: &Digest, layer_count: usize) -> Result<Vec
         digest: digest.to_string(),
         reason,
     };
-    let config: ImageConfiguration =
-        serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    let config: ImageConfiguration = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     let diff_ids = config
         .rootfs()
         .diff_ids()
@@ -334,11 +321,7 @@ async fn import_layer(
             Ok(stats)
         })
         .await?;
-        tracing::info!(
-            entries = stats.entries,
-            bytes = stats.file_bytes,
-            "layer unpacked"
-        );
+        tracing::info!(entries = stats.entries, bytes = stats.file_bytes, "layer unpacked");
         Ok(())
     }
     .instrument(span)

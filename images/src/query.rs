@@ -15,8 +15,7 @@ use crate::{ImagesError, Result};
 const MIN_PREFIX: usize = 12;
 
 fn is_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The ID of the image `query` names, if stored.
@@ -33,9 +32,7 @@ pub(crate) fn resolve(metadata: &MetadataStore, query: &str) -> Result<Option<St
             MIN_PREFIX..64 if is_hex(hex) => by_prefix(metadata, hex, query),
             _ => Err(ImagesError::InvalidArgument {
                 field: "image".into(),
-                reason: format!(
-                    "{query:?} is not an image ID (sha256: and 12 to 64 lowercase hex characters)"
-                ),
+                reason: format!("{query:?} is not an image ID (sha256: and 12 to 64 lowercase hex characters)"),
             }),
         };
     }
@@ -46,9 +43,7 @@ pub(crate) fn resolve(metadata: &MetadataStore, query: &str) -> Result<Option<St
     if let Ok(reference) = &parsed {
         let name = match reference.digest() {
             Some(digest) => reference.digested_name(digest),
-            None => reference
-                .tagged_name()
-                .unwrap_or_else(|| reference.to_string()),
+            None => reference.tagged_name().unwrap_or_else(|| reference.to_string()),
         };
         if let Some(id) = metadata.image_for_name(&name)? {
             return Ok(Some(id));
@@ -106,14 +101,9 @@ mod tests {
         let b = format!("sha256:{}{}", "a".repeat(12), "b".repeat(52));
         let manifest = format!("sha256:{}", "c".repeat(64));
         let digested = format!("docker.io/library/busybox@{manifest}");
-        md.put_image(record(
-            &a,
-            &["docker.io/library/busybox:latest"],
-            &[&digested],
-        ))
-        .unwrap();
-        md.put_image(record(&b, &["127.0.0.1:5000/x:v1"], &[]))
+        md.put_image(record(&a, &["docker.io/library/busybox:latest"], &[&digested]))
             .unwrap();
+        md.put_image(record(&b, &["127.0.0.1:5000/x:v1"], &[])).unwrap();
 
         let q = |s: &str| resolve(&md, s);
         assert_eq!(q(&a).unwrap().as_deref(), Some(a.as_str()));
@@ -123,32 +113,18 @@ mod tests {
             q("docker.io/library/busybox:latest").unwrap().as_deref(),
             Some(a.as_str())
         );
-        assert_eq!(
-            q(&format!("busybox@{manifest}")).unwrap().as_deref(),
-            Some(a.as_str())
-        );
+        assert_eq!(q(&format!("busybox@{manifest}")).unwrap().as_deref(), Some(a.as_str()));
         assert_eq!(
             q(&format!("busybox:other@{manifest}")).unwrap().as_deref(),
             Some(a.as_str())
         );
+        assert_eq!(q("127.0.0.1:5000/x:v1").unwrap().as_deref(), Some(b.as_str()));
+        assert_eq!(q(&format!("{}b", "a".repeat(12))).unwrap().as_deref(), Some(b.as_str()));
         assert_eq!(
-            q("127.0.0.1:5000/x:v1").unwrap().as_deref(),
-            Some(b.as_str())
-        );
-        assert_eq!(
-            q(&format!("{}b", "a".repeat(12))).unwrap().as_deref(),
-            Some(b.as_str())
-        );
-        assert_eq!(
-            q(&format!("sha256:{}a", "a".repeat(12)))
-                .unwrap()
-                .as_deref(),
+            q(&format!("sha256:{}a", "a".repeat(12))).unwrap().as_deref(),
             Some(a.as_str())
         );
-        assert!(matches!(
-            q(&"a".repeat(12)),
-            Err(ImagesError::InvalidArgument { .. })
-        ));
+        assert!(matches!(q(&"a".repeat(12)), Err(ImagesError::InvalidArgument { .. })));
         assert_eq!(q("busybox:1.0").unwrap(), None);
         assert_eq!(q(&"d".repeat(64)).unwrap(), None);
         assert_eq!(q("0123456789ab").unwrap(), None);

@@ -70,9 +70,7 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
                     let flight = async move {
                         match task.await {
                             Ok(result) => result,
-                            Err(e) => Err(Arc::new(ImagesError::Internal(format!(
-                                "background task failed: {e}"
-                            )))),
+                            Err(e) => Err(Arc::new(ImagesError::Internal(format!("background task failed: {e}")))),
                         }
                     }
                     .boxed()
@@ -136,9 +134,7 @@ mod tests {
     async fn a_lone_caller_gets_the_original_error_and_work_survives_cancellation() {
         let flights: Arc<SingleFlight<()>> = Arc::new(SingleFlight::new());
         let err = flights
-            .run("k", || async {
-                Err(ImagesError::ImageNotFound("x".into()))
-            })
+            .run("k", || async { Err(ImagesError::ImageNotFound("x".into())) })
             .await
             .unwrap_err();
         assert!(matches!(err, ImagesError::ImageNotFound(_)), "{err:?}");

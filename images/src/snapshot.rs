@@ -85,9 +85,7 @@ impl SnapshotStore {
         // Layers hold setuid binaries and device nodes: no access for others.
         let perms = std::os::unix::fs::PermissionsExt::from_mode(0o700);
         fs::set_permissions(dir, perms).map_err(|e| ImagesError::io("chmod", dir, e))?;
-        Ok(SnapshotStore {
-            dir: dir.to_path_buf(),
-        })
+        Ok(SnapshotStore { dir: dir.to_path_buf() })
     }
 
     /// Directory of a committed snapshot (whether or not it exists).
@@ -118,10 +116,8 @@ impl SnapshotStore {
     /// and theirs kept.
     pub fn commit(&self, mut prepared: PreparedSnapshot) -> Result<PathBuf> {
         let dest = self.path(&prepared.chain_id);
-        let fd = atfs::open_dir(&prepared.path)
-            .map_err(|e| ImagesError::io("open", &prepared.path, e.into()))?;
-        nix::unistd::syncfs(&fd)
-            .map_err(|e| ImagesError::io("syncfs", &prepared.path, e.into()))?;
+        let fd = atfs::open_dir(&prepared.path).map_err(|e| ImagesError::io("open", &prepared.path, e.into()))?;
+        nix::unistd::syncfs(&fd).map_err(|e| ImagesError::io("syncfs", &prepared.path, e.into()))?;
         drop(fd);
         match fs::rename(&prepared.path, &dest) {
             Ok(()) => prepared.committed = true,
@@ -153,11 +149,7 @@ impl SnapshotStore {
         match fs::rename(self.path(chain_id), &trash) {
             Ok(()) => Ok(Some(trash)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ImagesError::io(
-                "move snapshot to trash",
-                self.path(chain_id),
-                e,
-            )),
+            Err(e) => Err(ImagesError::io("move snapshot to trash", self.path(chain_id), e)),
         }
     }
 
@@ -197,11 +189,8 @@ impl SnapshotStore {
 
     fn unique(&self, prefix: &str, chain_id: &Digest) -> PathBuf {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.dir.join(format!(
-            "{prefix}{}-{}-{n}",
-            chain_id.hex(),
-            std::process::id()
-        ))
+        self.dir
+            .join(format!("{prefix}{}-{}-{n}", chain_id.hex(), std::process::id()))
     }
 }
 

@@ -118,14 +118,7 @@ impl Tar {
         )
     }
 
-    pub(crate) fn device(
-        &mut self,
-        path: &str,
-        kind: EntryType,
-        mode: u32,
-        major: u32,
-        minor: u32,
-    ) -> &mut Tar {
+    pub(crate) fn device(&mut self, path: &str, kind: EntryType, mode: u32, major: u32, minor: u32) -> &mut Tar {
         let mut h = Header::new_gnu();
         h.set_path(path).unwrap();
         h.set_entry_type(kind);
@@ -143,9 +136,7 @@ impl Tar {
 
     /// A PAX header for the next entry.
     pub(crate) fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Tar {
-        self.builder
-            .append_pax_extensions(records.iter().copied())
-            .unwrap();
+        self.builder.append_pax_extensions(records.iter().copied()).unwrap();
         self
     }
 
@@ -221,9 +212,7 @@ impl FakeRegistry {
 
     /// Sleep this long in every fetch (to make pulls overlap).
     pub(crate) fn set_delay(&self, delay: Duration) {
-        self.inner
-            .delay_ms
-            .store(delay.as_millis() as usize, Ordering::SeqCst);
+        self.inner.delay_ms.store(delay.as_millis() as usize, Ordering::SeqCst);
     }
 
     pub(crate) fn put_blob(&self, bytes: Vec<u8>) -> Digest {
@@ -233,21 +222,11 @@ impl FakeRegistry {
     }
 
     pub(crate) fn corrupt(&self, digest: &Digest, bytes: Vec<u8>) {
-        self.inner
-            .corrupt
-            .lock()
-            .unwrap()
-            .insert(digest.clone(), bytes);
+        self.inner.corrupt.lock().unwrap().insert(digest.clone(), bytes);
     }
 
     pub(crate) fn fetches(&self, digest: &Digest) -> usize {
-        self.inner
-            .fetches
-            .lock()
-            .unwrap()
-            .get(digest)
-            .copied()
-            .unwrap_or(0)
+        self.inner.fetches.lock().unwrap().get(digest).copied().unwrap_or(0)
     }
 
     pub(crate) fn total_fetches(&self) -> usize {
@@ -284,9 +263,7 @@ impl FakeRegistry {
             let len = blob.len();
             let d = self.put_blob(blob);
             let mt = spec.media_type.unwrap_or(media_type(spec.compression));
-            layer_descs.push(format!(
-                r#"{{"mediaType":"{mt}","digest":"{d}","size":{len}}}"#
-            ));
+            layer_descs.push(format!(r#"{{"mediaType":"{mt}","digest":"{d}","size":{len}}}"#));
             layer_digests.push(d);
         }
         let diff_list: Vec<String> = diff_ids.iter().map(|d| format!("\"{d}\"")).collect();
@@ -339,8 +316,7 @@ impl Resolver for FakeRegistry {
                 what: format!("manifest {reference}"),
                 detail: "not pushed to the fake".into(),
             })?;
-            let manifest = ImageManifest::from_reader(&bytes[..])
-                .map_err(|e| ImagesError::Internal(e.to_string()))?;
+            let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| ImagesError::Internal(e.to_string()))?;
             Ok(ResolvedImage {
                 manifest_digest: digest.clone(),
                 manifest,
@@ -361,26 +337,18 @@ impl BlobSource for FakeRegistry {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let digest = Digest::parse(desc.digest().as_ref())?;
-            *self
-                .inner
-                .fetches
-                .lock()
-                .unwrap()
-                .entry(digest.clone())
-                .or_insert(0) += 1;
+            *self.inner.fetches.lock().unwrap().entry(digest.clone()).or_insert(0) += 1;
             let delay = self.inner.delay_ms.load(Ordering::SeqCst);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay as u64)).await;
             }
             let corrupt = self.inner.corrupt.lock().unwrap().get(&digest).cloned();
             let stored = self.inner.blobs.lock().unwrap().get(&digest).cloned();
-            let bytes = corrupt
-                .or(stored)
-                .ok_or_else(|| ImagesError::RegistryNotFound {
-                    host: "fake".into(),
-                    what: format!("blob {digest}"),
-                    detail: "absent".into(),
-                })?;
+            let bytes = corrupt.or(stored).ok_or_else(|| ImagesError::RegistryNotFound {
+                host: "fake".into(),
+                what: format!("blob {digest}"),
+                detail: "absent".into(),
+            })?;
             let mut verifier = Verifier::new();
             let mut sent = 0u64;
             for chunk in bytes.chunks(16 * 1024) {

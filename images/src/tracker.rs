@@ -85,8 +85,7 @@ impl PullTracker {
         };
         l.downloaded_bytes = downloaded;
         let now = Instant::now();
-        let due =
-            state.last_bytes_event[layer].is_none_or(|t| now.duration_since(t) >= BYTES_INTERVAL);
+        let due = state.last_bytes_event[layer].is_none_or(|t| now.duration_since(t) >= BYTES_INTERVAL);
         if due {
             state.last_bytes_event[layer] = Some(now);
             self.publish(&state, false, None);

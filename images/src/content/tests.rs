@@ -17,9 +17,7 @@ fn desc(digest: &Digest, size: u64) -> Descriptor {
 }
 
 fn ingest_entries(dir: &tempfile::TempDir) -> usize {
-    fs::read_dir(dir.path().join("content/ingest"))
-        .unwrap()
-        .count()
+    fs::read_dir(dir.path().join("content/ingest")).unwrap().count()
 }
 
 #[tokio::test]
@@ -92,9 +90,7 @@ async fn cancelled_ingest_leaves_no_temp_file() {
     let digest = fake.put_blob(vec![1; 10]);
     let d = desc(&digest, 10);
     let fut = store.ingest(&d, &fake, None, &|_| {});
-    assert!(tokio::time::timeout(Duration::from_millis(50), fut)
-        .await
-        .is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(50), fut).await.is_err());
     assert_eq!(ingest_entries(&dir), 0);
 }
 
@@ -109,10 +105,7 @@ fn write_read_and_corruption() {
     assert_eq!(ingest_entries(&dir), 0);
     store.write(&digest, b"manifest").unwrap();
     assert_eq!(store.read(&digest, 100).unwrap().unwrap(), b"manifest");
-    assert!(matches!(
-        store.read(&digest, 3),
-        Err(ImagesError::TooLarge { .. })
-    ));
+    assert!(matches!(store.read(&digest, 3), Err(ImagesError::TooLarge { .. })));
 
     // A blob that no longer matches its name is dropped and reported absent.
     fs::write(store.blob_path(&digest), b"bitrot!!").unwrap();

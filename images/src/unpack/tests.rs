@@ -62,14 +62,8 @@ impl Fixture {
             vec![OsString::from("sentinel")],
             "something was written outside the snapshot"
         );
-        assert_eq!(
-            fs::read(self.outside.join("sentinel")).unwrap(),
-            b"precious"
-        );
-        assert_eq!(
-            fs::metadata(self.outside.join("sentinel")).unwrap().nlink(),
-            1
-        );
+        assert_eq!(fs::read(self.outside.join("sentinel")).unwrap(), b"precious");
+        assert_eq!(fs::metadata(self.outside.join("sentinel")).unwrap().nlink(), 1);
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -110,10 +104,7 @@ fn regular_files_dirs_modes_symlinks_and_hardlinks() {
     assert_eq!(stats.entries, 12);
     assert_eq!(stats.file_bytes, 20 + 4 + 1 + big.len() as u64);
 
-    assert_eq!(
-        fs::read(fx.path("etc/hosts")).unwrap(),
-        b"127.0.0.1 localhost\n"
-    );
+    assert_eq!(fs::read(fx.path("etc/hosts")).unwrap(), b"127.0.0.1 localhost\n");
     assert_eq!(fs::read(fx.path("usr/share/big")).unwrap(), big);
     assert_eq!(fs::read(fx.path("empty")).unwrap(), b"");
     assert_eq!(mode(&fx.snap), 0o755);
@@ -127,37 +118,18 @@ fn regular_files_dirs_modes_symlinks_and_hardlinks() {
     assert_eq!(mode(&fx.path("bin")), 0o755);
     assert_eq!(mode(&fx.path("usr/share")), 0o755);
 
-    assert_eq!(
-        fs::read_link(fx.path("bin/sh")).unwrap(),
-        Path::new("/bin/busybox")
-    );
-    assert_eq!(
-        fs::read_link(fx.path("etc/rel")).unwrap(),
-        Path::new("../bin/tool")
-    );
+    assert_eq!(fs::read_link(fx.path("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+    assert_eq!(fs::read_link(fx.path("etc/rel")).unwrap(), Path::new("../bin/tool"));
     let hosts = fs::metadata(fx.path("etc/hosts")).unwrap();
     assert_eq!(hosts.nlink(), 3);
-    assert_eq!(
-        fs::metadata(fx.path("etc/hosts.bak")).unwrap().ino(),
-        hosts.ino()
-    );
-    assert_eq!(
-        fs::metadata(fx.path("etc/hosts.abs")).unwrap().ino(),
-        hosts.ino()
-    );
+    assert_eq!(fs::metadata(fx.path("etc/hosts.bak")).unwrap().ino(), hosts.ino());
+    assert_eq!(fs::metadata(fx.path("etc/hosts.abs")).unwrap().ino(), hosts.ino());
 
     // mtimes, directories' set after their contents were written.
     for p in ["etc/hosts", "etc", "tmp", "usr/share/big", ""] {
-        assert_eq!(
-            fs::symlink_metadata(fx.path(p)).unwrap().mtime(),
-            MTIME,
-            "{p}"
-        );
+        assert_eq!(fs::symlink_metadata(fx.path(p)).unwrap().mtime(), MTIME, "{p}");
     }
-    assert_eq!(
-        fs::symlink_metadata(fx.path("bin/sh")).unwrap().mtime(),
-        MTIME
-    );
+    assert_eq!(fs::symlink_metadata(fx.path("bin/sh")).unwrap().mtime(), MTIME);
 }
 
 #[test]
@@ -204,11 +176,7 @@ fn compressed_layers_unpack_the_same() {
             &Limits::default(),
         )
         .unwrap();
-        assert_eq!(
-            fs::read(fx.path("d/f")).unwrap(),
-            b"content ".repeat(5000),
-            "{c:?}"
-        );
+        assert_eq!(fs::read(fx.path("d/f")).unwrap(), b"content ".repeat(5000), "{c:?}");
     }
 }
 
@@ -286,10 +254,7 @@ fn owners_devices_and_fifos() {
     let link = fs::symlink_metadata(fx.path("home/user/link")).unwrap();
     assert_eq!((link.uid(), link.gid()), (33, 34));
     let dir = fs::metadata(fx.path("home/user")).unwrap();
-    assert_eq!(
-        (dir.uid(), dir.gid(), dir.mode() & 0o7777),
-        (1000, 1000, 0o700)
-    );
+    assert_eq!((dir.uid(), dir.gid(), dir.mode() & 0o7777), (1000, 1000, 0o700));
 
     let null = fs::symlink_metadata(fx.path("dev/null")).unwrap();
     assert!(null.file_type().is_char_device());
@@ -311,9 +276,7 @@ fn xattrs_from_pax_records() {
     }
     let fx = fixture();
     // VFS_CAP_REVISION_2 | effective, permitted = CAP_NET_BIND_SERVICE.
-    let cap: [u8; 20] = [
-        0x01, 0, 0, 0x02, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    let cap: [u8; 20] = [0x01, 0, 0, 0x02, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let tar = Tar::new()
         .pax(&[("SCHILY.xattr.user.dir", b"d")])
         .dir("bin/", 0o755)
@@ -329,18 +292,12 @@ fn xattrs_from_pax_records() {
     let stats = fx.apply(&tar).unwrap();
     assert_eq!(stats.xattrs_skipped, 1);
     let ping = fx.path("bin/ping");
-    assert_eq!(
-        get_xattr(&ping, "user.note").unwrap().as_deref(),
-        Some(&b"hi"[..])
-    );
+    assert_eq!(get_xattr(&ping, "user.note").unwrap().as_deref(), Some(&b"hi"[..]));
     assert_eq!(
         get_xattr(&ping, "security.capability").unwrap().as_deref(),
         Some(&cap[..])
     );
-    assert_eq!(
-        get_xattr(&ping, "trusted.berth").unwrap().as_deref(),
-        Some(&b"t"[..])
-    );
+    assert_eq!(get_xattr(&ping, "trusted.berth").unwrap().as_deref(), Some(&b"t"[..]));
     assert_eq!(get_xattr(&ping, "trusted.overlay.redirect").unwrap(), None);
     assert_eq!(
         get_xattr(&fx.path("bin"), "user.dir").unwrap().as_deref(),
@@ -366,15 +323,10 @@ fn whiteouts_become_overlay_whiteouts() {
         .finish();
     fx.apply(&tar).unwrap();
     assert_eq!(
-        get_xattr(&fx.path("a"), "trusted.overlay.opaque")
-            .unwrap()
-            .as_deref(),
+        get_xattr(&fx.path("a"), "trusted.overlay.opaque").unwrap().as_deref(),
         Some(&b"y"[..])
     );
-    assert_eq!(
-        get_xattr(&fx.path("b"), "trusted.overlay.opaque").unwrap(),
-        None
-    );
+    assert_eq!(get_xattr(&fx.path("b"), "trusted.overlay.opaque").unwrap(), None);
     assert_eq!(fs::read(fx.path("a/keep")).unwrap(), b"k");
     for w in ["gone", "b/c"] {
         let m = fs::symlink_metadata(fx.path(w)).unwrap();
@@ -433,10 +385,7 @@ fn absolute_paths_stay_inside() {
         .finish();
     fx.apply(&tar).unwrap();
     fx.assert_outside_untouched();
-    assert_eq!(
-        fs::read(fx.snap.join(abs.trim_start_matches('/'))).unwrap(),
-        b"pwned"
-    );
+    assert_eq!(fs::read(fx.snap.join(abs.trim_start_matches('/'))).unwrap(), b"pwned");
     assert_eq!(fs::read(fx.path("etc/passwd")).unwrap(), b"root");
 }
 
@@ -549,9 +498,7 @@ fn sanity_limits() {
     assert!(expect_hostile(fx.apply_with(&tar, &limits)).contains("more than 2 entries"));
 
     let fx = fixture();
-    let tar = Tar::new()
-        .file("a/very/long/path/name", 0o644, b"")
-        .finish();
+    let tar = Tar::new().file("a/very/long/path/name", 0o644, b"").finish();
     let limits = Limits {
         max_path_bytes: 10,
         ..Limits::default()
@@ -561,8 +508,7 @@ fn sanity_limits() {
     let fx = fixture();
     let long = format!("{}/{}", "d", "n".repeat(256));
     let mut t = Tar::new();
-    t.pax(&[("path", long.as_bytes())])
-        .file("placeholder", 0o644, b"");
+    t.pax(&[("path", long.as_bytes())]).file("placeholder", 0o644, b"");
     assert!(expect_hostile(fx.apply(&t.finish())).contains("component longer"));
 }
 
@@ -570,10 +516,7 @@ fn sanity_limits() {
 fn pax_times_parse() {
     assert_eq!(parse_pax_time("12"), Some(TimeSpec::new(12, 0)));
     assert_eq!(parse_pax_time("12.5"), Some(TimeSpec::new(12, 500_000_000)));
-    assert_eq!(
-        parse_pax_time("12.1234567891"),
-        Some(TimeSpec::new(12, 123_456_789))
-    );
+    assert_eq!(parse_pax_time("12.1234567891"), Some(TimeSpec::new(12, 123_456_789)));
     assert_eq!(parse_pax_time("-1.5"), Some(TimeSpec::new(-2, 500_000_000)));
     assert_eq!(parse_pax_time("x"), None);
     assert_eq!(parse_pax_time("1.x"), None);
