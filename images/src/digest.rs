@@ -18,12 +18,17 @@ pub struct Digest {
 impl Digest {
     /// Digest of a byte slice.
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest { hex: hex::encode(Sha256::digest(bytes)) }
+        Digest {
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
     }
 
     /// Parse `sha256:<64 lowercase hex>`.
     pub fn parse(s: &str) -> Result<Digest> {
-        let bad = |reason: &str| ImagesError::InvalidDigest { digest: s.to_string(), reason: reason.into() };
+        let bad = |reason: &str| ImagesError::InvalidDigest {
+            digest: s.to_string(),
+            reason: reason.into(),
+        };
         let (alg, hex) = s.split_once(':').ok_or_else(|| bad("missing algorithm prefix"))?;
         if alg != "sha256" {
             return Err(bad("only sha256 digests are supported"));
@@ -96,19 +101,28 @@ impl Verifier {
     }
 
     pub fn finish(self) -> Digest {
-        Digest { hex: hex::encode(self.hasher.finalize()) }
+        Digest {
+            hex: hex::encode(self.hasher.finalize()),
+        }
     }
 
     /// Check size then digest against what a descriptor promised.
     pub fn verify(self, expected: &Digest, expected_size: Option<u64>) -> Result<()> {
         if let Some(size) = expected_size {
             if size != self.len {
-                return Err(ImagesError::SizeMismatch { digest: expected.to_string(), expected: size, actual: self.len });
+                return Err(ImagesError::SizeMismatch {
+                    digest: expected.to_string(),
+                    expected: size,
+                    actual: self.len,
+                });
             }
         }
         let actual = self.finish();
         if &actual != expected {
-            return Err(ImagesError::DigestMismatch { expected: expected.to_string(), actual: actual.to_string() });
+            return Err(ImagesError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
         }
         Ok(())
     }
@@ -128,7 +142,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        for bad in ["", "sha256:", "sha256:ABC", "md5:0000", "sha256:../../etc/passwd", &format!("sha256:{}", "G".repeat(64))] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:ABC",
+            "md5:0000",
+            "sha256:../../etc/passwd",
+            &format!("sha256:{}", "G".repeat(64)),
+        ] {
             assert!(Digest::parse(bad).is_err(), "{bad} accepted");
         }
     }
@@ -139,7 +160,10 @@ mod tests {
         let mut v = Verifier::new();
         v.update(b"abc");
         v.clone().verify(&d, Some(3)).unwrap();
-        assert!(matches!(v.clone().verify(&d, Some(4)), Err(ImagesError::SizeMismatch { .. })));
+        assert!(matches!(
+            v.clone().verify(&d, Some(4)),
+            Err(ImagesError::SizeMismatch { .. })
+        ));
         let mut w = Verifier::new();
         w.update(b"abd");
         assert!(matches!(w.verify(&d, Some(3)), Err(ImagesError::DigestMismatch { .. })));

@@ -48,27 +48,50 @@ pub enum ImagesError {
     #[error("registry {host} denied access: {detail}")]
     PermissionDenied { host: String, detail: String },
     #[error("registry {host} answered {status} for {url}: {detail}")]
-    RegistryProtocol { host: String, url: String, status: u16, detail: String },
+    RegistryProtocol {
+        host: String,
+        url: String,
+        status: u16,
+        detail: String,
+    },
     #[error("digest mismatch for {expected}: got {actual}")]
     DigestMismatch { expected: String, actual: String },
     #[error("size mismatch for {digest}: expected {expected} bytes, got {actual}")]
     SizeMismatch { digest: String, expected: u64, actual: u64 },
     #[error("{what} {digest} is {size} bytes, over the {limit}-byte limit")]
-    TooLarge { what: String, digest: String, size: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        digest: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("unsupported media type {media_type:?} for {digest}")]
     UnsupportedMediaType { media_type: String, digest: String },
     #[error("malformed {what} {digest}: {reason}")]
-    Malformed { what: String, digest: String, reason: String },
+    Malformed {
+        what: String,
+        digest: String,
+        reason: String,
+    },
     #[error("no manifest for platform {platform} in index {digest}")]
     NoMatchingPlatform { platform: String, digest: String },
     #[error("layer {digest}: entry {entry:?} refused: {reason}")]
-    HostileLayer { digest: String, entry: String, reason: String },
+    HostileLayer {
+        digest: String,
+        entry: String,
+        reason: String,
+    },
     #[error("layer {digest} is non-distributable ({media_type}): berth only pulls layers the registry serves")]
     NonDistributableLayer { digest: String, media_type: String },
     #[error("image {image} is in use by {holder}")]
     InUse { image: String, holder: String },
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("metadata store: {0}")]
     Store(String),
     #[error("{0}")]
@@ -82,15 +105,17 @@ pub enum ImagesError {
 
 impl ImagesError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ImagesError::Io { op, path: path.into(), source }
+        ImagesError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
         use ImagesError::*;
         match self {
-            InvalidReference { .. } | InvalidDigest { .. } | InvalidArgument { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            InvalidReference { .. } | InvalidDigest { .. } | InvalidArgument { .. } => ErrorKind::InvalidArgument,
             ImageNotFound(_) | RegistryNotFound { .. } | NoMatchingPlatform { .. } => ErrorKind::NotFound,
             RegistryUnavailable { .. } => ErrorKind::Unavailable,
             Unauthenticated { .. } => ErrorKind::Unauthenticated,

@@ -27,7 +27,10 @@ impl Reference {
     /// Parse and normalise a reference. A reference with neither tag nor digest
     /// gets the `latest` tag.
     pub fn parse(input: &str) -> Result<Reference> {
-        let bad = |reason: &str| ImagesError::InvalidReference { reference: input.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| ImagesError::InvalidReference {
+            reference: input.to_string(),
+            reason: reason.to_string(),
+        };
         if input.is_empty() {
             return Err(bad("empty reference"));
         }
@@ -55,9 +58,17 @@ impl Reference {
             Some((first, remainder)) if looks_like_registry(first) => (first.to_string(), remainder.to_string()),
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
         };
-        let registry = if registry == LEGACY_DEFAULT_REGISTRY { DEFAULT_REGISTRY.to_string() } else { registry };
+        let registry = if registry == LEGACY_DEFAULT_REGISTRY {
+            DEFAULT_REGISTRY.to_string()
+        } else {
+            registry
+        };
         validate_registry(&registry).map_err(|r| bad(&r))?;
-        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') { format!("library/{path}") } else { path };
+        let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
         validate_repository(&repository).map_err(|r| bad(&r))?;
         if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
             return Err(bad("repository name longer than 255 characters"));
@@ -68,7 +79,12 @@ impl Reference {
             (None, Some(_)) => None,
             (None, None) => Some(DEFAULT_TAG.to_string()),
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// Registry host (with port), e.g. `docker.io`, `127.0.0.1:5000`.
@@ -135,7 +151,9 @@ fn validate_tag(tag: &str) -> std::result::Result<(), String> {
     let mut bytes = tag.bytes();
     let ok_first = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !ok_first || tag.len() > MAX_TAG_LEN || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
-        return Err(format!("invalid tag {tag:?}: must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"));
+        return Err(format!(
+            "invalid tag {tag:?}: must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
+        ));
     }
     Ok(())
 }
@@ -155,14 +173,21 @@ fn validate_registry(host: &str) -> std::result::Result<(), String> {
     };
     if let Some(h) = h {
         let label_ok = |l: &str| {
-            !l.is_empty() && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
         if h.is_empty() || !h.split('.').all(label_ok) {
             return Err(format!("invalid registry host {host:?}"));
         }
     }
     if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n > 65535) {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |n| n > 65535)
+        {
             return Err(format!("invalid registry port in {host:?}"));
         }
     }
@@ -232,7 +257,10 @@ mod tests {
         assert_eq!(norm("[::1]:5000/a"), "[::1]:5000/a:latest");
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(norm(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
+        assert_eq!(
+            norm(&format!("busybox:1@{d}")),
+            format!("docker.io/library/busybox:1@{d}")
+        );
     }
 
     #[test]

@@ -101,11 +101,10 @@ impl Secret {
             }));
         }
         if let Some(auth) = present(f.auth) {
-            let (username, password) =
-                decode_auth(&auth).map_err(|reason| ImagesError::InvalidArgument {
-                    field: field.to_string(),
-                    reason,
-                })?;
+            let (username, password) = decode_auth(&auth).map_err(|reason| ImagesError::InvalidArgument {
+                field: field.to_string(),
+                reason,
+            })?;
             return Ok(Some(Secret::Basic { username, password }));
         }
         Ok(None)
@@ -145,8 +144,7 @@ fn decode_auth(auth: &str) -> Result<(String, String), String> {
 
 /// `Authorization: Basic …`, marked sensitive.
 pub(crate) fn basic_header(username: &str, password: &str) -> Result<HeaderValue> {
-    let encoded =
-        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     sensitive(&format!("Basic {encoded}"))
 }
 
@@ -198,8 +196,8 @@ pub(crate) async fn fetch_token(
         .param("realm")
         .filter(|r| !r.is_empty())
         .ok_or_else(|| bad_challenge("bearer challenge without a realm".into()))?;
-    let mut realm = Url::parse(realm)
-        .map_err(|e| bad_challenge(format!("bearer realm {realm:?} is not a URL: {e}")))?;
+    let mut realm =
+        Url::parse(realm).map_err(|e| bad_challenge(format!("bearer realm {realm:?} is not a URL: {e}")))?;
     if !matches!(realm.scheme(), "http" | "https") {
         return Err(bad_challenge(format!(
             "bearer realm scheme {:?} is not http(s)",
@@ -213,10 +211,7 @@ pub(crate) async fn fetch_token(
         )));
     }
     let mut scopes = vec![scope.to_string()];
-    if let Some(asked) = challenge
-        .param("scope")
-        .filter(|s| !s.is_empty() && *s != scope)
-    {
+    if let Some(asked) = challenge.param("scope").filter(|s| !s.is_empty() && *s != scope) {
         scopes.push(asked.to_string());
     }
     let service = challenge.param("service").unwrap_or_default();
@@ -306,8 +301,7 @@ fn parse_token_response(body: &[u8], now: Instant) -> Result<Token, String> {
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let answer: Answer =
-        serde_json::from_slice(body).map_err(|e| format!("not a token JSON object: {e}"))?;
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| format!("not a token JSON object: {e}"))?;
     let value = answer
         .token
         .filter(|t| !t.is_empty())
@@ -325,9 +319,7 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
     fn encode(out: &mut String, s: &str) {
         for b in s.bytes() {
             match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                    out.push(b as char)
-                }
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
                 b' ' => out.push('+'),
                 _ => out.push_str(&format!("%{b:02X}")),
             }
@@ -407,10 +399,7 @@ mod tests {
                 ..Credentials::default()
             };
             let err = Secret::from_request(&c).unwrap_err();
-            assert!(
-                matches!(err, ImagesError::InvalidArgument { .. }),
-                "{bad}: {err}"
-            );
+            assert!(matches!(err, ImagesError::InvalidArgument { .. }), "{bad}: {err}");
         }
     }
 
@@ -440,8 +429,7 @@ mod tests {
         let t = parse_token_response(br#"{"access_token":"xyz"}"#, now).unwrap();
         assert_eq!(t.value, "xyz");
         assert_eq!(t.expires, now + MIN_TOKEN_LIFETIME - EXPIRY_MARGIN);
-        let t = parse_token_response(br#"{"token":"","access_token":"xyz","expires_in":5}"#, now)
-            .unwrap();
+        let t = parse_token_response(br#"{"token":"","access_token":"xyz","expires_in":5}"#, now).unwrap();
         assert_eq!(t.value, "xyz");
         assert!(parse_token_response(br#"{"expires_in":5}"#, now).is_err());
         assert!(parse_token_response(b"nope", now).is_err());

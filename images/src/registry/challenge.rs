@@ -124,9 +124,7 @@ impl Parser<'_> {
                 _ => value.push(b),
             }
         }
-        Err(format!(
-            "unterminated quoted string starting at byte {open}"
-        ))
+        Err(format!("unterminated quoted string starting at byte {open}"))
     }
 
     /// Parameters (or a token68) of the current challenge. Stops before the
@@ -143,8 +141,7 @@ impl Parser<'_> {
             let name = self.token();
             self.skip_spaces();
             if self.peek() != Some(b'=') {
-                if first && !name.is_empty() && !matches!(self.peek(), Some(b',')) && self.at_end()
-                {
+                if first && !name.is_empty() && !matches!(self.peek(), Some(b',')) && self.at_end() {
                     // `Scheme token68` at the very end of the header.
                     challenge.params.push((String::new(), name));
                     return Ok(());
@@ -188,9 +185,7 @@ impl Parser<'_> {
                     self.skip_list_separators();
                 }
                 None => return Ok(()),
-                Some(_) => {
-                    return Err(format!("expected ',' after parameter at byte {}", self.pos))
-                }
+                Some(_) => return Err(format!("expected ',' after parameter at byte {}", self.pos)),
             }
         }
     }
@@ -219,9 +214,7 @@ mod tests {
 
     #[test]
     fn commas_inside_quotes_and_escapes() {
-        let c = one(
-            r#"Bearer realm="https://a/token", scope="repository:x/y:pull,push", error="say \"hi\\\"""#,
-        );
+        let c = one(r#"Bearer realm="https://a/token", scope="repository:x/y:pull,push", error="say \"hi\\\"""#);
         assert_eq!(c.param("scope"), Some("repository:x/y:pull,push"));
         assert_eq!(c.param("error"), Some(r#"say "hi\""#));
         assert_eq!(c.params.len(), 3);
@@ -229,8 +222,7 @@ mod tests {
 
     #[test]
     fn several_challenges_in_one_header() {
-        let all = parse(r#"Basic realm="Registry Realm", Bearer realm="https://t/x",service=reg"#)
-            .unwrap();
+        let all = parse(r#"Basic realm="Registry Realm", Bearer realm="https://t/x",service=reg"#).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].scheme, "basic");
         assert_eq!(all[0].param("realm"), Some("Registry Realm"));
@@ -255,10 +247,7 @@ mod tests {
             one("Negotiate abc==").params,
             vec![(String::new(), "abc==".to_string())]
         );
-        assert_eq!(
-            one("Negotiate abc").params,
-            vec![(String::new(), "abc".to_string())]
-        );
+        assert_eq!(one("Negotiate abc").params, vec![(String::new(), "abc".to_string())]);
     }
 
     #[test]

@@ -102,9 +102,7 @@ impl Server {
     where
         F: Fn(&Request) -> Reply + Send + Sync + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let handler: Handler = Arc::new(make(format!("http://{addr}")));
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -152,11 +150,7 @@ pub(crate) async fn closed_port() -> String {
     addr.to_string()
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    handler: Handler,
-    log: Arc<Mutex<Vec<Request>>>,
-) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Request>>>) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -176,9 +170,7 @@ async fn serve(
     let target = request_line.next().unwrap_or("").to_string();
     let (path, query) = target
         .split_once('?')
-        .map_or((target.clone(), String::new()), |(p, q)| {
-            (p.to_string(), q.to_string())
-        });
+        .map_or((target.clone(), String::new()), |(p, q)| (p.to_string(), q.to_string()));
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
@@ -257,39 +249,23 @@ pub(crate) struct Content {
 
 impl Content {
     /// Serve `bytes` as manifest `tag` of `repo`, and under its digest.
-    pub(crate) fn manifest(
-        &mut self,
-        repo: &str,
-        tag: Option<&str>,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> Digest {
+    pub(crate) fn manifest(&mut self, repo: &str, tag: Option<&str>, media_type: &str, bytes: &[u8]) -> Digest {
         let digest = Digest::of(bytes);
         for key in tag
             .into_iter()
             .map(str::to_string)
             .chain(std::iter::once(digest.to_string()))
         {
-            self.manifests.insert(
-                format!("{repo}:{key}"),
-                (media_type.to_string(), bytes.to_vec()),
-            );
+            self.manifests
+                .insert(format!("{repo}:{key}"), (media_type.to_string(), bytes.to_vec()));
         }
         digest
     }
 
     /// Serve `bytes` under `selector` only (a tag, or a digest that lies).
-    pub(crate) fn raw_manifest(
-        &mut self,
-        repo: &str,
-        selector: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) {
-        self.manifests.insert(
-            format!("{repo}:{selector}"),
-            (media_type.to_string(), bytes.to_vec()),
-        );
+    pub(crate) fn raw_manifest(&mut self, repo: &str, selector: &str, media_type: &str, bytes: &[u8]) {
+        self.manifests
+            .insert(format!("{repo}:{selector}"), (media_type.to_string(), bytes.to_vec()));
     }
 
     pub(crate) fn blob(&mut self, bytes: &[u8]) -> Digest {
@@ -322,20 +298,18 @@ fn answer(content: &Content, auth: &Auth, base: &str, req: &Request) -> Reply {
     let Some(rest) = req.path.strip_prefix("/v2/") else {
         return Reply::oci_error(404, "NOT_FOUND");
     };
-    let (repo, kind, selector) =
-        match (rest.rsplit_once("/manifests/"), rest.rsplit_once("/blobs/")) {
-            (Some((repo, sel)), _) => (repo, "manifests", sel),
-            (None, Some((repo, sel))) => (repo, "blobs", sel),
-            _ => return Reply::oci_error(404, "NOT_FOUND"),
-        };
+    let (repo, kind, selector) = match (rest.rsplit_once("/manifests/"), rest.rsplit_once("/blobs/")) {
+        (Some((repo, sel)), _) => (repo, "manifests", sel),
+        (None, Some((repo, sel))) => (repo, "blobs", sel),
+        _ => return Reply::oci_error(404, "NOT_FOUND"),
+    };
     let authorization = req.header("authorization");
     match auth {
         Auth::Anonymous => {}
         Auth::Bearer { .. } if authorization == Some(&format!("Bearer {GOOD_TOKEN}")) => {}
         Auth::Bearer { .. } => {
-            let challenge = format!(
-                r#"Bearer realm="{base}/token",service="fake-registry",scope="repository:{repo}:pull""#
-            );
+            let challenge =
+                format!(r#"Bearer realm="{base}/token",service="fake-registry",scope="repository:{repo}:pull""#);
             return Reply::oci_error(401, "UNAUTHORIZED").header("WWW-Authenticate", &challenge);
         }
         Auth::Basic(user, pass) if authorization == Some(&basic_value(user, pass)) => {}
@@ -365,19 +339,11 @@ fn answer(content: &Content, auth: &Auth, base: &str, req: &Request) -> Reply {
 }
 
 fn token(auth: &Auth, req: &Request) -> Reply {
-    let Auth::Bearer {
-        basic,
-        refresh_token,
-    } = auth
-    else {
+    let Auth::Bearer { basic, refresh_token } = auth else {
         return Reply::oci_error(404, "NOT_FOUND");
     };
     // The OAuth2 endpoint answers `access_token`, the Docker one `token`.
-    let field = if req.method == "POST" {
-        "access_token"
-    } else {
-        "token"
-    };
+    let field = if req.method == "POST" { "access_token" } else { "token" };
     let granted = Reply::new(200)
         .header("Content-Type", "application/json")
         .body(format!(r#"{{"{field}":"{GOOD_TOKEN}","expires_in":300}}"#));
@@ -395,9 +361,7 @@ fn token(auth: &Auth, req: &Request) -> Reply {
     }
     match basic {
         None => granted,
-        Some((user, pass)) if req.header("authorization") == Some(&basic_value(user, pass)) => {
-            granted
-        }
+        Some((user, pass)) if req.header("authorization") == Some(&basic_value(user, pass)) => granted,
         Some(_) => Reply::oci_error(401, "UNAUTHORIZED"),
     }
 }

@@ -63,8 +63,7 @@ impl Endpoint {
 
     fn url(&self, path: &str) -> Result<Url> {
         let text = format!("{}{path}", self.base);
-        Url::parse(&text)
-            .map_err(|e| ImagesError::Internal(format!("cannot build registry url {text:?}: {e}")))
+        Url::parse(&text).map_err(|e| ImagesError::Internal(format!("cannot build registry url {text:?}: {e}")))
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -97,11 +96,10 @@ pub(crate) fn endpoints(config: &RegistryConfig, host: &str) -> Result<Vec<Endpo
 
     let mut out = Vec::with_capacity(upstream_cfg.mirrors.len() + 1);
     for (i, mirror) in upstream_cfg.mirrors.iter().enumerate() {
-        let (base, authority) =
-            parse_mirror(mirror).map_err(|reason| ImagesError::InvalidArgument {
-                field: format!("registry {host} mirror #{}", i + 1),
-                reason,
-            })?;
+        let (base, authority) = parse_mirror(mirror).map_err(|reason| ImagesError::InvalidArgument {
+            field: format!("registry {host} mirror #{}", i + 1),
+            reason,
+        })?;
         let own = config.hosts.get(&authority);
         let own_secret = match own {
             Some(cfg) => Secret::from_host_config(cfg, &authority)?,
@@ -140,20 +138,13 @@ pub(crate) fn endpoints(config: &RegistryConfig, host: &str) -> Result<Vec<Endpo
 fn parse_mirror(text: &str) -> Result<(String, String), String> {
     let url = Url::parse(text).map_err(|e| format!("invalid mirror url {text:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "mirror url {text:?} must start with http:// or https://"
-        ));
+        return Err(format!("mirror url {text:?} must start with http:// or https://"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "mirror url {text:?} must not have a query or fragment"
-        ));
+        return Err(format!("mirror url {text:?} must not have a query or fragment"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "mirror url must not embed credentials; configure them for the mirror host instead"
-                .into(),
-        );
+        return Err("mirror url must not embed credentials; configure them for the mirror host instead".into());
     }
     let host = url
         .host_str()
@@ -190,10 +181,7 @@ mod tests {
 
     fn config(entries: &[(&str, HostConfig)]) -> RegistryConfig {
         RegistryConfig {
-            hosts: entries
-                .iter()
-                .map(|(h, c)| (h.to_string(), c.clone()))
-                .collect(),
+            hosts: entries.iter().map(|(h, c)| (h.to_string(), c.clone())).collect(),
             ..RegistryConfig::default()
         }
     }
@@ -238,10 +226,7 @@ mod tests {
                 ..Default::default()
             },
         )]);
-        assert_eq!(
-            bases(&endpoints(&cfg, "quay.io").unwrap()),
-            ["https://quay.io"]
-        );
+        assert_eq!(bases(&endpoints(&cfg, "quay.io").unwrap()), ["https://quay.io"]);
         assert_eq!(
             bases(&endpoints(&cfg, "insecure.example:5000").unwrap()),
             ["http://insecure.example:5000"]
@@ -254,10 +239,7 @@ mod tests {
             bases(&endpoints(&cfg, "localhost:5000").unwrap()),
             ["http://localhost:5000"]
         );
-        assert_eq!(
-            bases(&endpoints(&cfg, "[::1]:5000").unwrap()),
-            ["http://[::1]:5000"]
-        );
+        assert_eq!(bases(&endpoints(&cfg, "[::1]:5000").unwrap()), ["http://[::1]:5000"]);
         let hub = endpoints(&cfg, "docker.io").unwrap();
         assert_eq!(bases(&hub), ["https://registry-1.docker.io"]);
         assert_eq!(hub[0].host, "registry-1.docker.io");
@@ -294,10 +276,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            eps[0]
-                .manifest_url("library/busybox", "latest")
-                .unwrap()
-                .as_str(),
+            eps[0].manifest_url("library/busybox", "latest").unwrap().as_str(),
             "http://127.0.0.1:5001/v2/library/busybox/manifests/latest"
         );
         assert_eq!(
@@ -308,14 +287,10 @@ mod tests {
         assert_eq!(eps[1].host, "mirror.example");
         assert_eq!(eps[2].host, "other.example:8443");
         // Mirror listed as a host: its own credentials and TLS settings.
-        assert!(
-            matches!(&eps[1].configured, Some(Secret::Basic { username, .. }) if username == "m")
-        );
+        assert!(matches!(&eps[1].configured, Some(Secret::Basic { username, .. }) if username == "m"));
         assert!(eps[1].tls.skip_verify);
         // Unlisted mirror: the upstream's.
-        assert!(
-            matches!(&eps[0].configured, Some(Secret::Basic { username, .. }) if username == "hubuser")
-        );
+        assert!(matches!(&eps[0].configured, Some(Secret::Basic { username, .. }) if username == "hubuser"));
         assert!(!eps[0].tls.skip_verify);
     }
 
@@ -351,10 +326,7 @@ mod tests {
                 },
             )]);
             let err = endpoints(&cfg, "quay.io").unwrap_err();
-            assert!(
-                matches!(err, ImagesError::InvalidArgument { .. }),
-                "{bad}: {err}"
-            );
+            assert!(matches!(err, ImagesError::InvalidArgument { .. }), "{bad}: {err}");
         }
     }
 }

@@ -59,12 +59,7 @@ fn is_generic(content_type: &str) -> bool {
 
 /// `type/subtype` of a `Content-Type` value, lowercased, parameters dropped.
 pub(crate) fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 /// Just enough of any manifest to tell what it is.
@@ -83,12 +78,7 @@ struct Probe {
 
 /// Decide what `bytes` are. `what` names the manifest in errors (a reference
 /// or a digest); `hint` is the media type of the descriptor that led here.
-pub(crate) fn classify(
-    content_type: Option<&str>,
-    hint: Option<&str>,
-    bytes: &[u8],
-    what: &str,
-) -> Result<Kind> {
+pub(crate) fn classify(content_type: Option<&str>, hint: Option<&str>, bytes: &[u8], what: &str) -> Result<Kind> {
     let malformed = |reason: String| ImagesError::Malformed {
         what: "manifest".into(),
         digest: what.to_string(),
@@ -97,8 +87,7 @@ pub(crate) fn classify(
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(malformed("not a JSON object".into()));
     }
-    let probe: Probe =
-        serde_json::from_slice(bytes).map_err(|e| malformed(format!("not a JSON object: {e}")))?;
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| malformed(format!("not a JSON object: {e}")))?;
     let header = content_type.map(essence).unwrap_or_default();
     let body = probe.media_type.as_deref().filter(|m| !m.is_empty());
 
@@ -152,18 +141,13 @@ fn schema1(media_type: &str, what: &str) -> ImagesError {
 /// Parse and check an image manifest: schema version 2, sha256 descriptor
 /// digests (they become file names), a container image config no larger
 /// than `max_config_bytes`.
-pub(crate) fn parse_image(
-    bytes: &[u8],
-    digest: &Digest,
-    max_config_bytes: u64,
-) -> Result<ImageManifest> {
+pub(crate) fn parse_image(bytes: &[u8], digest: &Digest, max_config_bytes: u64) -> Result<ImageManifest> {
     let malformed = |reason: String| ImagesError::Malformed {
         what: "image manifest".into(),
         digest: digest.to_string(),
         reason,
     };
-    let manifest: ImageManifest =
-        serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    let manifest: ImageManifest = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     if manifest.schema_version() != 2 {
         return Err(malformed(format!(
             "schemaVersion {} (want 2)",
@@ -202,10 +186,7 @@ pub(crate) fn parse_index(bytes: &[u8], digest: &Digest) -> Result<ImageIndex> {
     };
     let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     if index.schema_version() != 2 {
-        return Err(malformed(format!(
-            "schemaVersion {} (want 2)",
-            index.schema_version()
-        )));
+        return Err(malformed(format!("schemaVersion {} (want 2)", index.schema_version())));
     }
     Ok(index)
 }
@@ -225,10 +206,8 @@ pub(crate) fn descriptor_digest(desc: &Descriptor, role: &str, parent: &Digest) 
 mod tests {
     use super::*;
 
-    const CONFIG_DIGEST: &str =
-        "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7";
-    const LAYER_DIGEST: &str =
-        "sha256:e692418e4cbaf90ca69d05a66403747baa33ee08806650b51fab815ad7fc331f";
+    const CONFIG_DIGEST: &str = "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7";
+    const LAYER_DIGEST: &str = "sha256:e692418e4cbaf90ca69d05a66403747baa33ee08806650b51fab815ad7fc331f";
 
     fn docker_v2s2() -> String {
         format!(
@@ -271,7 +250,8 @@ mod tests {
     fn kind_from_content_type_body_hint_or_shape() {
         let image = br#"{"schemaVersion":2,"config":{}}"#;
         let index = br#"{"schemaVersion":2,"manifests":[]}"#;
-        let typed_index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let typed_index =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         assert_eq!(
             classify(
                 Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
@@ -286,33 +266,19 @@ mod tests {
             classify(Some("application/json"), None, typed_index, "x").unwrap(),
             Kind::Index
         );
-        assert_eq!(
-            classify(None, Some(DOCKER_LIST), index, "x").unwrap(),
-            Kind::Index
-        );
-        assert_eq!(
-            classify(Some("text/plain"), None, index, "x").unwrap(),
-            Kind::Index
-        );
+        assert_eq!(classify(None, Some(DOCKER_LIST), index, "x").unwrap(), Kind::Index);
+        assert_eq!(classify(Some("text/plain"), None, index, "x").unwrap(), Kind::Index);
         assert_eq!(classify(None, None, image, "x").unwrap(), Kind::Image);
     }
 
     #[test]
     fn contradictions_and_unknown_types_are_refused() {
-        let typed_index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let typed_index =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         let err = classify(Some(OCI_MANIFEST), None, typed_index, "x").unwrap_err();
         assert!(matches!(err, ImagesError::Malformed { .. }), "{err}");
-        let err = classify(
-            Some("application/vnd.oci.artifact.manifest.v1+json"),
-            None,
-            b"{}",
-            "x",
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, ImagesError::UnsupportedMediaType { .. }),
-            "{err}"
-        );
+        let err = classify(Some("application/vnd.oci.artifact.manifest.v1+json"), None, b"{}", "x").unwrap_err();
+        assert!(matches!(err, ImagesError::UnsupportedMediaType { .. }), "{err}");
         assert!(matches!(
             classify(None, None, b"[1]", "x").unwrap_err(),
             ImagesError::Malformed { .. }
@@ -328,10 +294,7 @@ mod tests {
         let body = br#"{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[]}"#;
         for ct in [Some(DOCKER_SCHEMA1_SIGNED), Some(DOCKER_SCHEMA1), None] {
             let err = classify(ct, None, body, "docker.io/library/old:1").unwrap_err();
-            assert!(
-                matches!(err, ImagesError::UnsupportedMediaType { .. }),
-                "{err}"
-            );
+            assert!(matches!(err, ImagesError::UnsupportedMediaType { .. }), "{err}");
             assert!(err.to_string().contains("schema 1"), "{err}");
             assert!(err.to_string().contains("docker.io/library/old:1"), "{err}");
         }

@@ -197,12 +197,9 @@ impl RegistryClient {
     }
 
     /// Resolve `reference` to the platform-specific manifest and a blob source.
-    pub async fn resolve(
-        &self,
-        reference: &Reference,
-        creds: Option<&Credentials>,
-    ) -> Result<ResolvedImage> {
-        let span = tracing::debug_span!("registry_resolve", host = %reference.registry(), repo = %reference.repository());
+    pub async fn resolve(&self, reference: &Reference, creds: Option<&Credentials>) -> Result<ResolvedImage> {
+        let span =
+            tracing::debug_span!("registry_resolve", host = %reference.registry(), repo = %reference.repository());
         resolve::resolve(&self.config, &self.clients, reference, creds)
             .instrument(span)
             .await

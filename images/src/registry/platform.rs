@@ -95,9 +95,10 @@ fn rank(want: &Normal, want_has_variant: bool, have: &Normal) -> Option<u32> {
 }
 
 fn is_attestation(desc: &Descriptor) -> bool {
-    let unknown = desc.platform().as_ref().is_some_and(|p| {
-        p.os().to_string() == "unknown" || p.architecture().to_string() == "unknown"
-    });
+    let unknown = desc
+        .platform()
+        .as_ref()
+        .is_some_and(|p| p.os().to_string() == "unknown" || p.architecture().to_string() == "unknown");
     let annotated = desc
         .annotations()
         .as_ref()
@@ -115,11 +116,7 @@ pub(crate) fn describe(p: &Platform) -> String {
 
 /// The index entry for `want`, or `NoMatchingPlatform` listing what the
 /// index offers.
-pub(crate) fn select<'a>(
-    index: &'a ImageIndex,
-    want: &Platform,
-    index_digest: &Digest,
-) -> Result<&'a Descriptor> {
+pub(crate) fn select<'a>(index: &'a ImageIndex, want: &Platform, index_digest: &Digest) -> Result<&'a Descriptor> {
     let want_has_variant = want.variant.as_deref().is_some_and(|v| !v.is_empty());
     let wanted = Normal::new(&want.os, &want.architecture, want.variant.as_deref());
     let mut best: Option<(u32, &Descriptor)> = None;
@@ -150,26 +147,21 @@ pub(crate) fn select<'a>(
             }
         }
     }
-    best.map(|(_, d)| d)
-        .ok_or_else(|| ImagesError::NoMatchingPlatform {
-            platform: if offered.is_empty() {
-                describe(want)
-            } else {
-                format!("{} (index offers {})", describe(want), offered.join(", "))
-            },
-            digest: index_digest.to_string(),
-        })
+    best.map(|(_, d)| d).ok_or_else(|| ImagesError::NoMatchingPlatform {
+        platform: if offered.is_empty() {
+            describe(want)
+        } else {
+            format!("{} (index offers {})", describe(want), offered.join(", "))
+        },
+        digest: index_digest.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(
-        n: u8,
-        platform: Option<(&str, &str, Option<&str>)>,
-        attestation: bool,
-    ) -> serde_json::Value {
+    fn entry(n: u8, platform: Option<(&str, &str, Option<&str>)>, attestation: bool) -> serde_json::Value {
         let mut v = serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": format!("sha256:{}", format!("{n:02x}").repeat(32)),
@@ -183,14 +175,14 @@ mod tests {
             v["platform"] = p;
         }
         if attestation {
-            v["annotations"] = serde_json::json!({REFERENCE_TYPE: ATTESTATION, "vnd.docker.reference.digest": "sha256:00"});
+            v["annotations"] =
+                serde_json::json!({REFERENCE_TYPE: ATTESTATION, "vnd.docker.reference.digest": "sha256:00"});
         }
         v
     }
 
     fn index(entries: Vec<serde_json::Value>) -> ImageIndex {
-        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": entries}))
-            .unwrap()
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": entries})).unwrap()
     }
 
     fn pick(idx: &ImageIndex, os: &str, arch: &str, variant: Option<&str>) -> Result<u64> {
@@ -238,11 +230,7 @@ mod tests {
         let idx = typical();
         assert_eq!(pick(&idx, "linux", "arm", Some("v7")).unwrap(), 3);
         assert_eq!(pick(&idx, "linux", "arm", Some("v6")).unwrap(), 2);
-        assert_eq!(
-            pick(&idx, "linux", "arm", None).unwrap(),
-            3,
-            "arm defaults to v7"
-        );
+        assert_eq!(pick(&idx, "linux", "arm", None).unwrap(), 3, "arm defaults to v7");
         assert_eq!(
             pick(&idx, "linux", "arm", Some("v8")).unwrap(),
             3,

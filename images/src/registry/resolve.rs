@@ -83,16 +83,9 @@ struct Found {
     platform_manifest_digest: Digest,
 }
 
-async fn resolve_at(
-    session: &Session,
-    i: usize,
-    reference: &Reference,
-    config: &RegistryConfig,
-) -> Result<Found> {
+async fn resolve_at(session: &Session, i: usize, reference: &Reference, config: &RegistryConfig) -> Result<Found> {
     let name = reference.to_string();
-    let top = session
-        .fetch_manifest(i, &reference.manifest_selector(), &name)
-        .await?;
+    let top = session.fetch_manifest(i, &reference.manifest_selector(), &name).await?;
     let top_digest = verify_top(reference, &top)?;
     let what = format!("{name} ({top_digest})");
     if manifest::classify(top.content_type.as_deref(), None, &top.bytes, &what)? == Kind::Image {
@@ -111,8 +104,7 @@ async fn resolve_at(
         let index = manifest::parse_index(&index_bytes, &index_digest)?;
         let entry = platform::select(&index, &config.platform, &index_digest)?;
         debug!(index = %index_digest, entry = %entry.digest(), "platform entry selected");
-        let (child_digest, child) =
-            fetch_child(session, i, entry, &index_digest, config.max_manifest_bytes).await?;
+        let (child_digest, child) = fetch_child(session, i, entry, &index_digest, config.max_manifest_bytes).await?;
         let hint = entry.media_type().to_string();
         match manifest::classify(
             child.content_type.as_deref(),
@@ -121,8 +113,7 @@ async fn resolve_at(
             &child_digest.to_string(),
         )? {
             Kind::Image => {
-                let manifest =
-                    manifest::parse_image(&child.bytes, &child_digest, config.max_config_bytes)?;
+                let manifest = manifest::parse_image(&child.bytes, &child_digest, config.max_config_bytes)?;
                 return Ok(Found {
                     manifest_digest: top_digest,
                     manifest,

@@ -16,9 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use oci_spec::image::Descriptor;
-use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE,
-};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode, Url};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, Instrument};
@@ -114,9 +112,7 @@ impl Session {
     }
 
     fn secret(&self, i: usize) -> Option<&Secret> {
-        self.request_secret
-            .as_ref()
-            .or(self.endpoints[i].configured.as_ref())
+        self.request_secret.as_ref().or(self.endpoints[i].configured.as_ref())
     }
 
     /// What to send up front: a registry token, a cached bearer token, or
@@ -126,10 +122,7 @@ impl Session {
         if let Some(Secret::RegistryToken(token)) = secret {
             return auth::bearer_header(token).map(Some);
         }
-        if let Some(token) = lock(&self.tokens)
-            .get(&(i, scope.to_string()))
-            .filter(|t| t.is_fresh())
-        {
+        if let Some(token) = lock(&self.tokens).get(&(i, scope.to_string())).filter(|t| t.is_fresh()) {
             return auth::bearer_header(&token.value).map(Some);
         }
         if lock(&self.basic).contains(&i) {
@@ -164,8 +157,7 @@ impl Session {
             if let Some(value) = auth {
                 headers.insert(AUTHORIZATION, value);
             }
-            let resp =
-                transport::send(client, Outgoing::get(url.clone(), headers, timeout)).await?;
+            let resp = transport::send(client, Outgoing::get(url.clone(), headers, timeout)).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return transport::check_status(resp, target).await;
             }
@@ -192,12 +184,7 @@ impl Session {
     /// Fetch the manifest `selector` (tag or digest) from endpoint `i`.
     /// `what` names it in errors. Bodies over the limit are refused by their
     /// declared length or while reading, never buffered whole.
-    pub(crate) async fn fetch_manifest(
-        &self,
-        i: usize,
-        selector: &str,
-        what: &str,
-    ) -> Result<FetchedManifest> {
+    pub(crate) async fn fetch_manifest(&self, i: usize, selector: &str, what: &str) -> Result<FetchedManifest> {
         let ep = &self.endpoints[i];
         let url = ep.manifest_url(&self.repository, selector)?;
         debug!(endpoint = %ep.describe(), repo = %self.repository, selector, "fetching manifest");
@@ -281,9 +268,7 @@ impl Session {
                 Err(err) => return Err(with_earlier(err, &earlier)),
             }
         }
-        Err(ImagesError::Internal(
-            "registry session has no endpoints".into(),
-        ))
+        Err(ImagesError::Internal("registry session has no endpoints".into()))
     }
 }
 
@@ -294,8 +279,7 @@ impl BlobSource for Session {
         out: &'a mut (dyn AsyncWrite + Send + Unpin),
         progress: &'a (dyn Fn(u64) + Send + Sync),
     ) -> BoxFuture<'a, Result<()>> {
-        let span =
-            tracing::debug_span!("registry_blob", repo = %self.repository, digest = %desc.digest());
+        let span = tracing::debug_span!("registry_blob", repo = %self.repository, digest = %desc.digest());
         Box::pin(self.fetch_blob(desc, out, progress).instrument(span))
     }
 }
@@ -311,11 +295,7 @@ async fn stream_blob(
 ) -> Result<()> {
     let url = resp.url().clone();
     let mut verifier = Verifier::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport::unavailable(&url, e))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport::unavailable(&url, e))? {
         let total = verifier.len() + chunk.len() as u64;
         if total > size {
             return Err(ImagesError::TooLarge {
@@ -362,9 +342,7 @@ async fn refused(resp: Response, secret: Option<&Secret>, sent_auth: bool) -> Im
         .map(str::to_string);
     let reason = transport::error_detail(resp).await;
     let what = match (secret, sent_auth) {
-        (Some(Secret::RegistryToken(_)), _) => {
-            "the registry token that was sent was refused".to_string()
-        }
+        (Some(Secret::RegistryToken(_)), _) => "the registry token that was sent was refused".to_string(),
         (Some(_), true) => "credentials were sent and refused".to_string(),
         (Some(_), false) => match offered {
             Some(challenge) => {
@@ -372,10 +350,7 @@ async fn refused(resp: Response, secret: Option<&Secret>, sent_auth: bool) -> Im
             }
             None => "no WWW-Authenticate challenge; credentials were not sent".to_string(),
         },
-        (None, true) => {
-            "anonymous token refused; no credentials were sent (none given or configured)"
-                .to_string()
-        }
+        (None, true) => "anonymous token refused; no credentials were sent (none given or configured)".to_string(),
         (None, false) => "no credentials were sent (none given or configured)".to_string(),
     };
     ImagesError::Unauthenticated {
@@ -421,11 +396,7 @@ pub(crate) fn with_earlier(err: ImagesError, earlier: &[String]) -> ImagesError 
             status,
             detail: detail + &note,
         },
-        Malformed {
-            what,
-            digest,
-            reason,
-        } => Malformed {
+        Malformed { what, digest, reason } => Malformed {
             what,
             digest,
             reason: reason + &note,

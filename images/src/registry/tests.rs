@@ -84,10 +84,8 @@ fn index(media_type: &str, entries: &[(&[u8], &str, &str, Option<&str>)]) -> Vec
             d
         })
         .collect();
-    serde_json::to_vec(
-        &serde_json::json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}),
-    )
-    .unwrap()
+    serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}))
+        .unwrap()
 }
 
 fn config_with(host: &str, host_config: HostConfig) -> RegistryConfig {
@@ -119,10 +117,7 @@ async fn resolves_by_tag_and_streams_verified_blobs() {
     let server = anonymous_registry(content).await;
 
     let client = RegistryClient::new(RegistryConfig::default()).unwrap();
-    let resolved = client
-        .resolve(&reference(&server.host(), ":v1"), None)
-        .await
-        .unwrap();
+    let resolved = client.resolve(&reference(&server.host(), ":v1"), None).await.unwrap();
     assert_eq!(resolved.manifest_digest, digest);
     assert_eq!(resolved.platform_manifest_digest, digest);
     assert_eq!(resolved.manifest_bytes, img.manifest);
@@ -142,15 +137,9 @@ async fn resolves_by_tag_and_streams_verified_blobs() {
         .unwrap()
         .starts_with(b"{"));
 
-    let accept = server.requests()[0]
-        .header("accept")
-        .unwrap_or_default()
-        .to_string();
+    let accept = server.requests()[0].header("accept").unwrap_or_default().to_string();
     for media_type in [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST] {
-        assert!(
-            accept.contains(media_type),
-            "Accept {accept:?} lacks {media_type}"
-        );
+        assert!(accept.contains(media_type), "Accept {accept:?} lacks {media_type}");
     }
     assert_eq!(server.paths()[0], format!("/v2/{REPO}/manifests/v1"));
 }
@@ -276,10 +265,7 @@ async fn index_resolves_to_the_platform_manifest() {
         .await
         .err()
         .unwrap();
-    assert!(
-        matches!(err, ImagesError::NoMatchingPlatform { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImagesError::NoMatchingPlatform { .. }), "{err}");
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -301,10 +287,7 @@ async fn docker_manifest_list_and_nested_index() {
     let server = anonymous_registry(content).await;
     let client = RegistryClient::new(RegistryConfig::default()).unwrap();
 
-    let resolved = client
-        .resolve(&reference(&server.host(), ":list"), None)
-        .await
-        .unwrap();
+    let resolved = client.resolve(&reference(&server.host(), ":list"), None).await.unwrap();
     assert_eq!(resolved.platform_manifest_digest, digest);
     let resolved = client
         .resolve(&reference(&server.host(), ":nested"), None)
@@ -375,11 +358,7 @@ async fn bearer_token_flow() {
     let manifest = format!("/v2/{REPO}/manifests/v1");
     // 401, token, retry; then the blobs reuse the cached token.
     assert_eq!(paths[..3], [manifest.as_str(), "/token", manifest.as_str()]);
-    assert_eq!(
-        paths.iter().filter(|p| **p == "/token").count(),
-        1,
-        "{paths:?}"
-    );
+    assert_eq!(paths.iter().filter(|p| **p == "/token").count(), 1, "{paths:?}");
     let token = &requests[1];
     assert_eq!(token.method, "GET");
     assert_eq!(Request::params(&token.query, "service"), ["fake-registry"]);
@@ -387,11 +366,7 @@ async fn bearer_token_flow() {
         Request::params(&token.query, "scope"),
         [format!("repository:{REPO}:pull")]
     );
-    assert_eq!(
-        token.header("authorization"),
-        None,
-        "anonymous token request"
-    );
+    assert_eq!(token.header("authorization"), None, "anonymous token request");
     let bearer = format!("Bearer {GOOD_TOKEN}");
     assert!(requests[2..]
         .iter()
@@ -425,11 +400,7 @@ async fn bearer_token_with_credentials_and_refusals() {
         .resolve(&r, None)
         .await
         .unwrap();
-    let token = server
-        .requests()
-        .into_iter()
-        .find(|q| q.path == "/token")
-        .unwrap();
+    let token = server.requests().into_iter().find(|q| q.path == "/token").unwrap();
     assert_eq!(
         token.header("authorization"),
         Some(fake::basic_value("alice", "s3cret").as_str())
@@ -466,26 +437,16 @@ async fn bearer_token_with_credentials_and_refusals() {
         ..Default::default()
     };
     client.resolve(&r, Some(&identity)).await.unwrap();
-    let post = server
-        .requests()
-        .into_iter()
-        .find(|q| q.method == "POST")
-        .unwrap();
+    let post = server.requests().into_iter().find(|q| q.method == "POST").unwrap();
     let form = String::from_utf8(post.body.clone()).unwrap();
     assert_eq!(Request::params(&form, "grant_type"), ["refresh_token"]);
     assert_eq!(Request::params(&form, "refresh_token"), ["refresh-me"]);
-    assert_eq!(
-        Request::params(&form, "scope"),
-        [format!("repository:{REPO}:pull")]
-    );
+    assert_eq!(Request::params(&form, "scope"), [format!("repository:{REPO}:pull")]);
 
     // No credentials at all.
     let err = client.resolve(&r, None).await.err().unwrap();
     assert!(matches!(err, ImagesError::Unauthenticated { .. }), "{err}");
-    assert!(
-        err.to_string().contains("no credentials were sent"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("no credentials were sent"), "{err}");
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
 
     // A registry token goes out as-is, with no token exchange.
@@ -508,11 +469,7 @@ async fn basic_auth() {
     let mut content = Content::default();
     let img = image(&mut content, "basic", OCI_MANIFEST);
     content.manifest(REPO, Some("v1"), OCI_MANIFEST, &img.manifest);
-    let server = Server::start(fake::registry(
-        content,
-        Auth::Basic("bob".into(), "pw".into()),
-    ))
-    .await;
+    let server = Server::start(fake::registry(content, Auth::Basic("bob".into(), "pw".into()))).await;
     let host = server.host();
     let client = RegistryClient::new(config_with(
         &host,
@@ -523,10 +480,7 @@ async fn basic_auth() {
         },
     ))
     .unwrap();
-    let resolved = client
-        .resolve(&reference(&host, ":v1"), None)
-        .await
-        .unwrap();
+    let resolved = client.resolve(&reference(&host, ":v1"), None).await.unwrap();
     assert_eq!(
         fetch(resolved.source.as_ref(), &img.layer).await.unwrap(),
         img.layer_bytes
@@ -544,64 +498,36 @@ async fn basic_auth() {
     assert_eq!(requests.len(), 3);
 
     let anonymous = RegistryClient::new(RegistryConfig::default()).unwrap();
-    let err = anonymous
-        .resolve(&reference(&host, ":v1"), None)
-        .await
-        .err()
-        .unwrap();
+    let err = anonymous.resolve(&reference(&host, ":v1"), None).await.err().unwrap();
     assert!(matches!(err, ImagesError::Unauthenticated { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn status_codes_map_to_error_kinds() {
     let mut content = Content::default();
-    content
-        .failures
-        .insert(format!("/v2/{REPO}/manifests/denied"), 403);
-    content
-        .failures
-        .insert(format!("/v2/{REPO}/manifests/broken"), 500);
-    content
-        .failures
-        .insert(format!("/v2/{REPO}/manifests/teapot"), 418);
-    content
-        .failures
-        .insert(format!("/v2/{REPO}/manifests/throttled"), 429);
+    content.failures.insert(format!("/v2/{REPO}/manifests/denied"), 403);
+    content.failures.insert(format!("/v2/{REPO}/manifests/broken"), 500);
+    content.failures.insert(format!("/v2/{REPO}/manifests/teapot"), 418);
+    content.failures.insert(format!("/v2/{REPO}/manifests/throttled"), 429);
     let server = anonymous_registry(content).await;
     let client = RegistryClient::new(RegistryConfig::default()).unwrap();
     let host = server.host();
 
-    let err = client
-        .resolve(&reference(&host, ":missing"), None)
-        .await
-        .err()
-        .unwrap();
+    let err = client.resolve(&reference(&host, ":missing"), None).await.err().unwrap();
     assert!(
         matches!(&err, ImagesError::RegistryNotFound { what, .. } if what.contains(&format!("{host}/{REPO}:missing"))),
         "{err}"
     );
     assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
-    let err = client
-        .resolve(&reference(&host, ":denied"), None)
-        .await
-        .err()
-        .unwrap();
+    let err = client.resolve(&reference(&host, ":denied"), None).await.err().unwrap();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-    let err = client
-        .resolve(&reference(&host, ":broken"), None)
-        .await
-        .err()
-        .unwrap();
+    let err = client.resolve(&reference(&host, ":broken"), None).await.err().unwrap();
     assert!(
         matches!(err, ImagesError::RegistryProtocol { status: 500, .. }),
         "{err}"
     );
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-    let err = client
-        .resolve(&reference(&host, ":teapot"), None)
-        .await
-        .err()
-        .unwrap();
+    let err = client.resolve(&reference(&host, ":teapot"), None).await.err().unwrap();
     assert!(
         matches!(err, ImagesError::RegistryProtocol { status: 418, .. }),
         "{err}"
@@ -615,11 +541,7 @@ async fn status_codes_map_to_error_kinds() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 
     let nowhere = fake::closed_port().await;
-    let err = client
-        .resolve(&reference(&nowhere, ":v1"), None)
-        .await
-        .err()
-        .unwrap();
+    let err = client.resolve(&reference(&nowhere, ":v1"), None).await.err().unwrap();
     assert!(
         matches!(&err, ImagesError::RegistryUnavailable { host, .. } if *host == nowhere),
         "{err}"
@@ -634,9 +556,7 @@ async fn mirrors_fall_through_to_upstream() {
     let upstream = anonymous_registry(content.clone()).await;
     let empty_mirror = anonymous_registry(Content::default()).await;
     let mut broken = Content::default();
-    broken
-        .failures
-        .insert(format!("/prefix/v2/{REPO}/manifests/v1"), 503);
+    broken.failures.insert(format!("/prefix/v2/{REPO}/manifests/v1"), 503);
     let broken_mirror = anonymous_registry(broken).await;
     let dead = fake::closed_port().await;
 
@@ -653,10 +573,7 @@ async fn mirrors_fall_through_to_upstream() {
         },
     ))
     .unwrap();
-    let resolved = client
-        .resolve(&reference(&upstream.host(), ":v1"), None)
-        .await
-        .unwrap();
+    let resolved = client.resolve(&reference(&upstream.host(), ":v1"), None).await.unwrap();
     assert_eq!(
         fetch(resolved.source.as_ref(), &img.layer).await.unwrap(),
         img.layer_bytes
@@ -676,12 +593,7 @@ async fn mirrors_fall_through_to_upstream() {
         .err()
         .unwrap();
     let text = err.to_string();
-    for host in [
-        dead.clone(),
-        broken_mirror.host(),
-        empty_mirror.host(),
-        upstream.host(),
-    ] {
+    for host in [dead.clone(), broken_mirror.host(), empty_mirror.host(), upstream.host()] {
         assert!(text.contains(&host), "{host} missing from {text}");
     }
     assert!(matches!(err, ImagesError::RegistryNotFound { .. }), "{err}");
@@ -708,25 +620,16 @@ async fn mirror_serves_and_blobs_fall_back() {
         },
     ))
     .unwrap();
-    let resolved = client
-        .resolve(&reference(&upstream.host(), ":v1"), None)
-        .await
-        .unwrap();
+    let resolved = client.resolve(&reference(&upstream.host(), ":v1"), None).await.unwrap();
     assert_eq!(
-        fetch(resolved.source.as_ref(), &img.config)
-            .await
-            .unwrap()
-            .len() as u64,
+        fetch(resolved.source.as_ref(), &img.config).await.unwrap().len() as u64,
         img.config.size()
     );
     assert_eq!(
         fetch(resolved.source.as_ref(), &img.layer).await.unwrap(),
         img.layer_bytes
     );
-    assert_eq!(
-        upstream.paths(),
-        [format!("/v2/{REPO}/blobs/{}", img.layer.digest())]
-    );
+    assert_eq!(upstream.paths(), [format!("/v2/{REPO}/blobs/{}", img.layer.digest())]);
     assert_eq!(
         mirror.paths().len(),
         3,
@@ -750,9 +653,7 @@ async fn blob_digest_and_size_are_enforced() {
         .await
         .unwrap();
 
-    let err = fetch(resolved.source.as_ref(), &img.layer)
-        .await
-        .unwrap_err();
+    let err = fetch(resolved.source.as_ref(), &img.layer).await.unwrap_err();
     assert!(
         matches!(&err, ImagesError::DigestMismatch { expected, .. } if *expected == layer_digest),
         "{err}"
@@ -826,9 +727,7 @@ async fn oversized_manifests_are_refused() {
         "{err}"
     );
     let fine = RegistryClient::new(RegistryConfig::default()).unwrap();
-    fine.resolve(&reference(&undeclared.host(), ":v1"), None)
-        .await
-        .unwrap();
+    fine.resolve(&reference(&undeclared.host(), ":v1"), None).await.unwrap();
 }
 
 #[tokio::test]
@@ -837,18 +736,16 @@ async fn redirect_to_storage_drops_authorization() {
     let img = image(&mut content, "redirect", OCI_MANIFEST);
     content.manifest(REPO, Some("v1"), OCI_MANIFEST, &img.manifest);
     let layer_bytes = img.layer_bytes.clone();
-    let storage =
-        Server::start(move |_| move |_: &Request| Reply::new(200).body(layer_bytes.clone())).await;
+    let storage = Server::start(move |_| move |_: &Request| Reply::new(200).body(layer_bytes.clone())).await;
     let layer_digest = img.layer.digest().to_string();
     content.redirects.insert(
         layer_digest.clone(),
         format!("{}/blobs/layer?X-Signature=s3cr3t", storage.url()),
     );
     // Same-host redirect: the config blob moves to another path on the registry.
-    content.redirects.insert(
-        img.config.digest().to_string(),
-        format!("/v2/{REPO}/blobs/moved"),
-    );
+    content
+        .redirects
+        .insert(img.config.digest().to_string(), format!("/v2/{REPO}/blobs/moved"));
     let server = Server::start(fake::registry(
         content,
         Auth::Bearer {
@@ -870,11 +767,7 @@ async fn redirect_to_storage_drops_authorization() {
     let at_storage = storage.requests();
     assert_eq!(at_storage.len(), 1);
     assert_eq!(at_storage[0].query, "X-Signature=s3cr3t");
-    assert_eq!(
-        at_storage[0].header("authorization"),
-        None,
-        "token leaked to storage"
-    );
+    assert_eq!(at_storage[0].header("authorization"), None, "token leaked to storage");
     let blob_request = server
         .requests()
         .into_iter()
@@ -886,9 +779,7 @@ async fn redirect_to_storage_drops_authorization() {
     );
 
     // Same origin keeps the token (and a 404 there names the blob).
-    let err = fetch(resolved.source.as_ref(), &img.config)
-        .await
-        .unwrap_err();
+    let err = fetch(resolved.source.as_ref(), &img.config).await.unwrap_err();
     assert!(matches!(err, ImagesError::RegistryNotFound { .. }), "{err}");
     let moved = server
         .requests()
@@ -924,8 +815,7 @@ async fn schema1_and_unknown_media_types_are_refused() {
         .err()
         .unwrap();
     assert!(
-        matches!(err, ImagesError::UnsupportedMediaType { .. })
-            && err.to_string().contains("schema 1"),
+        matches!(err, ImagesError::UnsupportedMediaType { .. }) && err.to_string().contains("schema 1"),
         "{err}"
     );
     let err = client
@@ -933,10 +823,7 @@ async fn schema1_and_unknown_media_types_are_refused() {
         .await
         .err()
         .unwrap();
-    assert!(
-        matches!(err, ImagesError::UnsupportedMediaType { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImagesError::UnsupportedMediaType { .. }), "{err}");
 }
 
 #[tokio::test]

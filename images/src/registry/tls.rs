@@ -40,9 +40,10 @@ impl Clients {
     }
 
     pub(crate) fn get(&self, key: &TlsKey) -> Result<reqwest::Client> {
-        self.by_key.get(key).cloned().ok_or_else(|| {
-            ImagesError::Internal(format!("no HTTP client built for TLS settings {key:?}"))
-        })
+        self.by_key
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ImagesError::Internal(format!("no HTTP client built for TLS settings {key:?}")))
     }
 
     #[cfg(test)]
@@ -71,13 +72,10 @@ fn build_client(key: &TlsKey) -> Result<reqwest::Client> {
         .tls_backend_rustls();
     if let Some(path) = &key.ca_file {
         let field = || format!("ca_file {}", path.display());
-        let pem =
-            std::fs::read(path).map_err(|e| ImagesError::io("read registry CA file", path, e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            ImagesError::InvalidArgument {
-                field: field(),
-                reason: format!("not a PEM certificate bundle: {e}"),
-            }
+        let pem = std::fs::read(path).map_err(|e| ImagesError::io("read registry CA file", path, e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ImagesError::InvalidArgument {
+            field: field(),
+            reason: format!("not a PEM certificate bundle: {e}"),
         })?;
         if certs.is_empty() {
             return Err(ImagesError::InvalidArgument {
@@ -108,8 +106,7 @@ mod tests {
             ca_file: None,
             skip_verify: true,
         };
-        let clients =
-            Clients::build([TlsKey::default(), insecure.clone(), insecure.clone()]).unwrap();
+        let clients = Clients::build([TlsKey::default(), insecure.clone(), insecure.clone()]).unwrap();
         assert_eq!(clients.len(), 2);
         clients.get(&insecure).unwrap();
         assert!(clients
@@ -153,10 +150,7 @@ SOr0SZmIbXt85veE
             ca_file: Some(dir.path().join("missing.pem")),
             skip_verify: false,
         };
-        assert!(matches!(
-            Clients::build([missing]).unwrap_err(),
-            ImagesError::Io { .. }
-        ));
+        assert!(matches!(Clients::build([missing]).unwrap_err(), ImagesError::Io { .. }));
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, "not a certificate\n").unwrap();
         let err = Clients::build([TlsKey {

@@ -63,10 +63,7 @@ pub(crate) async fn send(client: &reqwest::Client, mut req: Outgoing) -> Result<
             return Ok(resp);
         }
         let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
-            return Err(protocol(
-                &resp,
-                "redirect without a usable Location header".into(),
-            ));
+            return Err(protocol(&resp, "redirect without a usable Location header".into()));
         };
         let next = req
             .url
@@ -78,21 +75,16 @@ pub(crate) async fn send(client: &reqwest::Client, mut req: Outgoing) -> Result<
                 format!("redirect to unsupported scheme {:?}", next.scheme()),
             ));
         }
-        if req.url.scheme() == "https" && next.scheme() == "http" && !is_loopback(&authority(&next))
-        {
+        if req.url.scheme() == "https" && next.scheme() == "http" && !is_loopback(&authority(&next)) {
             return Err(protocol(
                 &resp,
-                format!(
-                    "refusing redirect from https to plain http ({})",
-                    redact(&next)
-                ),
+                format!("refusing redirect from https to plain http ({})", redact(&next)),
             ));
         }
         if !same_origin(&req.url, &next) && req.headers.remove(AUTHORIZATION).is_some() {
             debug!(from = %authority(&req.url), to = %authority(&next), "redirect leaves the origin: authorization dropped");
         }
-        if status == StatusCode::SEE_OTHER || (req.method == Method::POST && status.as_u16() <= 302)
-        {
+        if status == StatusCode::SEE_OTHER || (req.method == Method::POST && status.as_u16() <= 302) {
             req.method = Method::GET;
             req.body = None;
             req.headers.remove(CONTENT_TYPE);
@@ -114,9 +106,7 @@ fn is_followed_redirect(status: StatusCode) -> bool {
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `host[:port]` of a URL, for errors and logs.
@@ -167,11 +157,7 @@ pub(crate) fn unavailable(url: &Url, err: reqwest::Error) -> ImagesError {
     };
     ImagesError::RegistryUnavailable {
         host: authority(url),
-        detail: format!(
-            "{what} for {}: {}",
-            redact(url),
-            error_chain(&err.without_url())
-        ),
+        detail: format!("{what} for {}: {}", redact(url), error_chain(&err.without_url())),
     }
 }
 
@@ -311,8 +297,7 @@ mod tests {
 
     #[test]
     fn redaction_drops_query() {
-        let url =
-            Url::parse("https://s3.example:8443/bucket/blob?X-Amz-Signature=secret#frag").unwrap();
+        let url = Url::parse("https://s3.example:8443/bucket/blob?X-Amz-Signature=secret#frag").unwrap();
         assert_eq!(redact(&url), "https://s3.example:8443/bucket/blob");
         assert_eq!(authority(&url), "s3.example:8443");
     }
@@ -320,32 +305,16 @@ mod tests {
     #[test]
     fn origins() {
         let a = Url::parse("https://r.example/v2/x").unwrap();
-        assert!(same_origin(
-            &a,
-            &Url::parse("https://r.example:443/other").unwrap()
-        ));
-        assert!(!same_origin(
-            &a,
-            &Url::parse("http://r.example/v2/x").unwrap()
-        ));
-        assert!(!same_origin(
-            &a,
-            &Url::parse("https://cdn.example/v2/x").unwrap()
-        ));
-        assert!(!same_origin(
-            &a,
-            &Url::parse("https://r.example:8443/v2/x").unwrap()
-        ));
+        assert!(same_origin(&a, &Url::parse("https://r.example:443/other").unwrap()));
+        assert!(!same_origin(&a, &Url::parse("http://r.example/v2/x").unwrap()));
+        assert!(!same_origin(&a, &Url::parse("https://cdn.example/v2/x").unwrap()));
+        assert!(!same_origin(&a, &Url::parse("https://r.example:8443/v2/x").unwrap()));
     }
 
     #[test]
     fn oci_error_bodies() {
-        let body =
-            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
-        assert_eq!(
-            oci_errors(body).unwrap(),
-            "MANIFEST_UNKNOWN: manifest unknown"
-        );
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(oci_errors(body).unwrap(), "MANIFEST_UNKNOWN: manifest unknown");
         assert!(oci_errors(b"<html>").is_none());
         assert!(oci_errors(br#"{"errors":[]}"#).is_none());
     }
