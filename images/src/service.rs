@@ -50,12 +50,15 @@ use crate::{query, unpack, usage, ImagesError, Result};
 pub struct StoreOptions {
     /// Layers downloaded at once within one pull (and across pulls).
     pub max_concurrent_downloads: usize,
+    /// A layer whose uncompressed tar stream exceeds this is refused.
+    pub max_layer_uncompressed_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_concurrent_downloads: 3,
+            max_layer_uncompressed_bytes: unpack::DEFAULT_MAX_UNCOMPRESSED_BYTES,
         }
     }
 }
@@ -172,7 +175,10 @@ impl ImageService {
             downloads: Arc::new(Semaphore::new(opts.max_concurrent_downloads.max(1))),
             layer_imports: SingleFlight::new(),
             max_config_bytes,
-            limits: unpack::Limits::default(),
+            limits: unpack::Limits {
+                max_uncompressed_bytes: opts.max_layer_uncompressed_bytes,
+                ..unpack::Limits::default()
+            },
             progress,
             layers_in_use: RwLock::new(None),
         };

@@ -67,6 +67,9 @@ const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 const MAX_NAME_BYTES: usize = 255;
 const MAX_SYMLINK_TARGET_BYTES: usize = 4095;
 
+/// Default cap on one layer's uncompressed size: 32 GiB.
+pub const DEFAULT_MAX_UNCOMPRESSED_BYTES: u64 = 32 << 30;
+
 /// Sanity limits for one layer.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -78,6 +81,9 @@ pub struct Limits {
     pub max_xattrs_per_entry: usize,
     /// Bytes in one extended attribute value (the kernel's own limit is 64 KiB).
     pub max_xattr_value_bytes: usize,
+    /// Bytes of the uncompressed tar stream: a decompression bomb stops here
+    /// instead of filling the disk.
+    pub max_uncompressed_bytes: u64,
 }
 
 impl Default for Limits {
@@ -87,6 +93,7 @@ impl Default for Limits {
             max_path_bytes: 4096,
             max_xattrs_per_entry: 128,
             max_xattr_value_bytes: 64 * 1024,
+            max_uncompressed_bytes: DEFAULT_MAX_UNCOMPRESSED_BYTES,
         }
     }
 }
@@ -116,16 +123,30 @@ pub fn apply_layer<R: Read>(
     let mut stream = HashingReader {
         inner: compression.decoder(compressed).map_err(malformed)?,
         verifier: Verifier::new(),
+        limit: limits.max_uncompressed_bytes,
     };
     let root = atfs::open_dir(dest).map_err(|e| ImagesError::io("open snapshot dir", dest, e.into()))?;
-    let stats = {
+    let too_large = |stream: &HashingReader<_>| ImagesError::TooLarge {
+        what: "uncompressed layer".into(),
+        digest: layer.to_string(),
+        size: stream.verifier.len(),
+        limit: limits.max_uncompressed_bytes,
+    };
+    let unpacked = {
         let mut archive = tar::Archive::new(&mut stream);
         let mut unpacker = Unpacker::new(root, dest, layer, limits);
-        unpacker.run(&mut archive)?;
-        unpacker.finish()?
+        unpacker.run(&mut archive).and_then(|_| unpacker.finish())
     };
+    if stream.over_limit() {
+        return Err(too_large(&stream));
+    }
+    let stats = unpacked?;
     // Whatever follows the tar trailer is part of the diff ID too.
-    io::copy(&mut stream, &mut io::sink()).map_err(malformed)?;
+    let drained = io::copy(&mut stream, &mut io::sink());
+    if stream.over_limit() {
+        return Err(too_large(&stream));
+    }
+    drained.map_err(malformed)?;
     let actual = stream.verifier.finish();
     if &actual != diff_id {
         return Err(ImagesError::Malformed {
@@ -152,11 +173,26 @@ fn malformed(layer: &Digest, e: io::Error) -> ImagesError {
 struct HashingReader<R> {
     inner: R,
     verifier: Verifier,
+    /// Reading past this many bytes fails.
+    limit: u64,
+}
+
+impl<R> HashingReader<R> {
+    fn over_limit(&self) -> bool {
+        self.verifier.len() > self.limit
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        if self.over_limit() {
+            return Err(io::Error::other("uncompressed layer exceeds its size limit"));
+        }
+        // Never hand out more than one byte past the limit, so at most that
+        // much of a bomb reaches the disk before the unpack stops.
+        let room = (self.limit + 1).saturating_sub(self.verifier.len());
+        let take = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..take])?;
         self.verifier.update(&buf[..n]);
         Ok(n)
     }

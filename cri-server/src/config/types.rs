@@ -60,6 +60,8 @@ pub struct ImagesConfig {
     pub max_manifest_bytes: u64,
     /// Image configs above this size are refused.
     pub max_config_bytes: u64,
+    /// A layer whose uncompressed content exceeds this is refused (decompression bombs).
+    pub max_layer_uncompressed_bytes: u64,
 }
 
 impl Default for ImagesConfig {
@@ -70,6 +72,7 @@ impl Default for ImagesConfig {
             platform: "linux/amd64".into(),
             max_manifest_bytes: registry.max_manifest_bytes,
             max_config_bytes: registry.max_config_bytes,
+            max_layer_uncompressed_bytes: berth_images::StoreOptions::default().max_layer_uncompressed_bytes,
         }
     }
 }
@@ -154,6 +157,10 @@ impl Config {
         for (key, value) in [
             ("images.max_manifest_bytes", self.images.max_manifest_bytes),
             ("images.max_config_bytes", self.images.max_config_bytes),
+            (
+                "images.max_layer_uncompressed_bytes",
+                self.images.max_layer_uncompressed_bytes,
+            ),
         ] {
             if value < 1024 {
                 return Err((key.into(), format!("{value} is below the 1024-byte minimum")));

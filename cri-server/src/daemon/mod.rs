@@ -52,6 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (root, registry) = (config.root.clone(), config.registry_config());
         let opts = StoreOptions {
             max_concurrent_downloads: config.images.max_concurrent_downloads,
+            max_layer_uncompressed_bytes: config.images.max_layer_uncompressed_bytes,
         };
         tokio::task::spawn_blocking(move || ImageStore::open(&root, registry, opts))
             .await?

@@ -20,6 +20,7 @@ struct Env {
 fn open(root: &Path, fake: &FakeRegistry, max_config_bytes: u64) -> Result<ImageService> {
     let opts = StoreOptions {
         max_concurrent_downloads: 2,
+        ..StoreOptions::default()
     };
     ImageService::open_with_resolver(root, Arc::new(fake.clone()), max_config_bytes, opts)
 }

@@ -521,3 +521,28 @@ fn pax_times_parse() {
     assert_eq!(parse_pax_time("x"), None);
     assert_eq!(parse_pax_time("1.x"), None);
 }
+
+/// A gzip bomb (64 MiB of zeros in a few dozen KiB) stops at the uncompressed
+/// cap with TooLarge naming the layer, instead of filling the disk.
+#[test]
+fn decompression_bomb_is_refused_at_the_uncompressed_cap() {
+    let fx = fixture();
+    let tar = Tar::new().file("zeros", 0o644, &vec![0u8; 64 << 20]).finish();
+    let gz = compress(&tar, Compression::Gzip);
+    assert!(gz.len() < 1 << 20, "the bomb should be small compressed: {}", gz.len());
+    let limits = Limits {
+        max_uncompressed_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let layer = Digest::of(b"bomb");
+    let err = apply_layer(&gz[..], Compression::Gzip, &fx.snap, &layer, &Digest::of(&tar), &limits).unwrap_err();
+    match &err {
+        ImagesError::TooLarge { digest, limit, .. } => {
+            assert_eq!(digest, &layer.to_string());
+            assert_eq!(*limit, 4 << 20);
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+    let written = fs::metadata(fx.snap.join("zeros")).map(|m| m.len()).unwrap_or(0);
+    assert!(written <= 4 << 20, "wrote {written} bytes past the cap");
+}
