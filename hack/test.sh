@@ -40,4 +40,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo ">> cargo build"
 cargo build --workspace
 echo ">> cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

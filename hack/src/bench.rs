@@ -63,8 +63,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
     };
     let tmp = tempfile::Builder::new().prefix("berth-bench-").tempdir()?;
-    let images = tmp.path().join("images");
-    let exp = testimages::build_all(&images)?;
+    // The same cache the integration tests use (target/<profile>/berth-test-images).
+    let (images, exp) = testimages::build_cached(&bin.join("berth-test-images"))?;
     let registry = Registry::start(RegistryOptions::default())?;
     skopeo::push_all(&images, &exp, &registry.host(), &PushOptions::default(), &|n| {
         n == "berth/big:v1"

@@ -128,8 +128,19 @@ impl Berthd {
 
     /// SIGTERM and wait; returns whether berthd exited 0.
     pub fn stop(&mut self) -> bool {
+        self.stop_within(Duration::from_secs(15))
+    }
+
+    fn stop_within(&mut self, grace: Duration) -> bool {
         match self.proc.take() {
-            Some(mut p) => p.stop(Duration::from_secs(15)).is_some_and(|s| s.success()),
+            Some(mut p) => {
+                let t = Instant::now();
+                let ok = p.stop(grace).is_some_and(|s| s.success());
+                if !ok {
+                    eprintln!("berthd did not exit 0 within {:?} of SIGTERM", t.elapsed());
+                }
+                ok
+            }
             None => true,
         }
     }
@@ -191,7 +202,7 @@ impl Berthd {
 
 impl Drop for Berthd {
     fn drop(&mut self) {
-        let clean = self.stop();
+        let clean = self.stop_within(Duration::from_secs(5));
         if std::thread::panicking() || !clean {
             // Leave a trace for the failing test's output.
             eprintln!("--- berthd log ({}) ---\n{}", self.log.display(), self.log_tail());
