@@ -47,6 +47,7 @@ fn images_code(kind: ErrorKind) -> Code {
         ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::DataLoss => Code::DataLoss,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unknown => Code::Unknown,
         ErrorKind::Internal => Code::Internal,
     }
 }

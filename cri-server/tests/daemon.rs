@@ -354,3 +354,35 @@ async fn sigint_also_stops_cleanly_and_a_restart_reuses_the_dirs() {
         .await
         .unwrap();
 }
+
+/// The kubelet keeps its connection open between calls; that must not keep
+/// berthd from stopping.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_an_idle_client_connection_still_exits_0() {
+    let mut daemon = Daemon::start(&[]);
+    let channel = connect(daemon.socket()).await.unwrap();
+    let mut runtime = RuntimeServiceClient::new(channel);
+    runtime.version(VersionRequest::default()).await.unwrap();
+    let socket = daemon.socket();
+    let pid = daemon.pid();
+    let mut child = daemon.child.take().unwrap();
+    kill(pid, Signal::SIGTERM).unwrap();
+    // A hang guard, not a performance bound: the drain timeout is 30 s.
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    let status = status.expect("berthd still running 20 s after SIGTERM with an idle client");
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+    // The connection is closed, not left half-alive.
+    assert!(runtime.version(VersionRequest::default()).await.is_err());
+}

@@ -25,6 +25,8 @@ pub enum ErrorKind {
     /// The operation is valid but cannot be done in the current state
     /// (e.g. removing an image a container still uses).
     FailedPrecondition,
+    /// The registry answered something we cannot classify (an unexpected 4xx).
+    Unknown,
     /// Anything else: local I/O, store corruption.
     Internal,
 }
@@ -121,8 +123,8 @@ impl ImagesError {
             Unauthenticated { .. } => ErrorKind::Unauthenticated,
             PermissionDenied { .. } => ErrorKind::PermissionDenied,
             RegistryProtocol { status, .. } if *status >= 500 => ErrorKind::Unavailable,
-            RegistryProtocol { .. }
-            | DigestMismatch { .. }
+            RegistryProtocol { .. } => ErrorKind::Unknown,
+            DigestMismatch { .. }
             | SizeMismatch { .. }
             | TooLarge { .. }
             | UnsupportedMediaType { .. }

@@ -28,6 +28,8 @@ use lock::InstanceLock;
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 /// How long in-flight calls get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the last call finished, how long answers get to be written out.
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
@@ -94,14 +96,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signal_name = wait_for_stop_signal().await?;
     tracing::info!(
         signal = signal_name,
+        in_flight = crate::edge::in_flight(),
         "stopping: no new connections, draining in-flight calls"
     );
-    // Remove the socket first so no new client reaches this daemon.
+    // Remove the socket first so no new client reaches this daemon, then stop
+    // accepting. Open but idle connections (the kubelet keeps one) are not
+    // waited for: only calls in flight are.
     let _ = std::fs::remove_file(&socket_path);
     let _ = stop_tx.send(());
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+    if tokio::time::timeout(DRAIN_TIMEOUT, crate::edge::wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?DRAIN_TIMEOUT, in_flight = crate::edge::in_flight(), "in-flight calls did not finish in time; exiting anyway");
+    }
+    // Let the last answers reach their clients; then close whatever is left.
+    match tokio::time::timeout(FLUSH_GRACE, server).await {
         Ok(joined) => joined?.context("gRPC server")?,
-        Err(_) => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "in-flight calls did not finish in time; exiting anyway"),
+        Err(_) => tracing::debug!("closing idle client connections"),
     }
     tracing::info!("berthd stopped");
     Ok(())

@@ -5,7 +5,9 @@
 //!   optional path prefix kept before `/v2/`.
 //! - The upstream is HTTPS, or plain HTTP when the host is configured
 //!   `insecure` or is a loopback address (`localhost`, 127.0.0.0/8, `::1`), as
-//!   Docker allows. `docker.io` is served by `registry-1.docker.io`.
+//!   Docker allows — unless the host has TLS settings (`ca_file` or
+//!   `skip_verify`), which always mean HTTPS. `docker.io` is served by
+//!   `registry-1.docker.io`.
 //! - A mirror authenticates with the request's credentials, else its own
 //!   configured ones if it is listed as a host, else the upstream's. Its TLS
 //!   settings are its own if listed, else the upstream's.
@@ -119,7 +121,8 @@ pub(crate) fn endpoints(config: &RegistryConfig, host: &str) -> Result<Vec<Endpo
     } else {
         host
     };
-    let scheme = if upstream_cfg.insecure || is_loopback(host) {
+    let tls_configured = upstream_cfg.ca_file.is_some() || upstream_cfg.skip_verify;
+    let scheme = if !tls_configured && (upstream_cfg.insecure || is_loopback(host)) {
         "http"
     } else {
         "https"
@@ -240,6 +243,31 @@ mod tests {
             ["http://localhost:5000"]
         );
         assert_eq!(bases(&endpoints(&cfg, "[::1]:5000").unwrap()), ["http://[::1]:5000"]);
+        // TLS settings on a loopback or insecure host mean it serves HTTPS.
+        let mut tls = RegistryConfig::default();
+        tls.hosts.insert(
+            "127.0.0.1:5443".into(),
+            HostConfig {
+                ca_file: Some("/etc/berth/ca.pem".into()),
+                ..HostConfig::default()
+            },
+        );
+        tls.hosts.insert(
+            "insecure.example:5000".into(),
+            HostConfig {
+                insecure: true,
+                skip_verify: true,
+                ..HostConfig::default()
+            },
+        );
+        assert_eq!(
+            bases(&endpoints(&tls, "127.0.0.1:5443").unwrap()),
+            ["https://127.0.0.1:5443"]
+        );
+        assert_eq!(
+            bases(&endpoints(&tls, "insecure.example:5000").unwrap()),
+            ["https://insecure.example:5000"]
+        );
         let hub = endpoints(&cfg, "docker.io").unwrap();
         assert_eq!(bases(&hub), ["https://registry-1.docker.io"]);
         assert_eq!(hub[0].host, "registry-1.docker.io");
