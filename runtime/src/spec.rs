@@ -181,6 +181,7 @@ mod tests {
             );
         }
         SpecBuilder::default()
+            .hostname("")
             .root(RootBuilder::default().path("rootfs").build().unwrap())
             .process(
                 ProcessBuilder::default()

@@ -118,19 +118,9 @@ pub fn create_node(sys: &dyn Syscall, root: &Root, node: &Node, bind: bool) -> R
         Err(Errno::EEXIST) => return Ok(()),
         Err(e) => return Err(err("mknod", e)),
     }
-    // mknod applies the umask; set the exact mode through the new node.
-    let fd = root.resolve(&node.path).map_err(|e| err("reopen", e))?;
-    std::fs::set_permissions(
-        fd_path(fd.as_fd()),
-        std::os::unix::fs::PermissionsExt::from_mode(node.mode),
-    )
-    .ok();
-    sys.chown(
-        &fd_path(fd.as_fd()),
-        Some(Uid::from_raw(node.uid)),
-        Some(Gid::from_raw(node.gid)),
-    )
-    .map_err(|e| err("chown", e))
+    // The init runs with umask 0, so the mode is exact.
+    sys.chown(&target, Some(Uid::from_raw(node.uid)), Some(Gid::from_raw(node.gid)))
+        .map_err(|e| err("chown", e))
 }
 
 /// The standard links: /dev/fd, /dev/std{in,out,err}, /dev/ptmx.

@@ -178,6 +178,9 @@ fn init(
     ctx: MountContext,
 ) -> Result<std::convert::Infallible, InitError> {
     let spec = cfg.spec;
+    // Exact modes for device nodes and created mount points; the process
+    // gets its own umask in `switch_user`.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let process = spec.process().clone().unwrap_or_default();
     let linux = spec.linux().clone().unwrap_or_default();
     let proc_root = Path::new("/proc");

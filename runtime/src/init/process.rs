@@ -188,9 +188,9 @@ impl ProcessPlan {
         nix::unistd::setresgid(self.gid, self.gid, self.gid).map_err(err("setresgid"))?;
         nix::unistd::setresuid(self.uid, self.uid, self.uid).map_err(err("setresuid"))?;
         self.security.after_setuid()?;
-        if let Some(mask) = self.umask {
-            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-        }
+        // The init ran with umask 0 for exact device modes; the process
+        // gets the spec's umask or the conventional 0022.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(self.umask.unwrap_or(0o022)));
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! monitor's one-line JSON report: the init is ready, or why it is not.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,7 +95,7 @@ pub fn spawn(req: &MonitorRequest<'_>) -> Result<i32, SpawnError> {
     })?;
     drop(write);
     let mut report = String::new();
-    std::fs::File::from(OwnedFd::from(read))
+    std::fs::File::from(read)
         .read_to_string(&mut report)
         .map_err(|e| SpawnError::NoReport(e.to_string()))?;
     match serde_json::from_str::<Report>(report.trim()) {

@@ -75,9 +75,12 @@ impl std::fmt::Debug for RecordingSyscall {
 }
 
 fn real_path(p: &Path) -> PathBuf {
-    if p.starts_with("/proc/self/fd") {
-        if let Ok(target) = std::fs::read_link(p) {
-            return target;
+    // `/proc/self/fd/N[/rest]`: the directory N names, joined with the rest.
+    let mut comps = p.components();
+    let head: PathBuf = comps.by_ref().take(5).collect();
+    if head.starts_with("/proc/self/fd") && head.components().count() == 5 {
+        if let Ok(target) = std::fs::read_link(&head) {
+            return target.join(comps.as_path());
         }
     }
     p.to_path_buf()
