@@ -3,8 +3,10 @@
 //! the container init and `exec`.
 //!
 //! Order (runc's): rlimits and oom_score_adj while still privileged;
-//! capability bounding set; setgroups/setgid/setuid; process capability
-//! sets; cwd; no_new_privs; signal dispositions reset; seccomp; execve.
+//! seccomp when no_new_privs is off (it needs CAP_SYS_ADMIN, see
+//! [`super::security`]); capability bounding set; setgroups/setgid/setuid;
+//! process capability sets; cwd; no_new_privs; signal dispositions reset;
+//! seccomp when no_new_privs is on; execve.
 
 use std::convert::Infallible;
 use std::ffi::CString;
