@@ -1,8 +1,10 @@
 //! Pseudo-terminal helpers: open a master from a given `ptmx`, size it,
-//! make a slave the controlling terminal. Raw ioctls are wrapped here once.
+//! make a slave the controlling terminal, hand a master to a
+//! `--console-socket` listener. Raw ioctls are wrapped here once.
 
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
@@ -13,6 +15,15 @@ use nix::sys::stat::Mode;
 #[derive(Debug, thiserror::Error)]
 #[error("terminal: {step}: {source}")]
 pub struct PtyError {
+    step: &'static str,
+    source: Errno,
+}
+
+/// Errors handing a terminal master to a console socket.
+#[derive(Debug, thiserror::Error)]
+#[error("console socket {path}: {step}: {source}")]
+pub struct ConsoleSocketError {
+    path: PathBuf,
     step: &'static str,
     source: Errno,
 }
@@ -57,6 +68,33 @@ pub fn make_controlling(slave: BorrowedFd<'_>) -> Result<(), PtyError> {
     Errno::result(rc).map(drop).map_err(err("TIOCSCTTY"))
 }
 
+/// Sends `master` over the unix stream socket at `path`, runc's
+/// `--console-socket` contract: one message whose payload is the terminal's
+/// name and whose `SCM_RIGHTS` carries the master.
+pub fn send_to_console_socket(path: &Path, master: BorrowedFd<'_>) -> Result<(), ConsoleSocketError> {
+    use nix::sys::socket::{connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+    let err = |step| {
+        move |source| ConsoleSocketError {
+            path: path.to_path_buf(),
+            step,
+            source,
+        }
+    };
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(err("socket"))?;
+    let addr = nix::sys::socket::UnixAddr::new(path).map_err(err("address"))?;
+    connect(fd.as_raw_fd(), &addr).map_err(err("connect"))?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        fd.as_raw_fd(),
+        &[IoSlice::new(b"/dev/ptmx")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(err("sendmsg"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +105,38 @@ mod tests {
         let (master, n) = open_master(Path::new("/dev/ptmx")).unwrap();
         assert!(Path::new(&format!("/dev/pts/{n}")).exists());
         set_winsize(master.as_fd(), 30, 100).unwrap();
+    }
+
+    #[test]
+    fn console_socket_receives_the_master() {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::FromRawFd;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (master, n) = open_master(Path::new("/dev/ptmx")).unwrap();
+        send_to_console_socket(&path, master.as_fd()).unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+        let mut got = None;
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel installed this descriptor for us.
+                got = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+            }
+        }
+        let got = got.expect("a descriptor was passed");
+        let mut num: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int through the valid pointer.
+        let rc = unsafe { libc::ioctl(got.as_raw_fd(), libc::TIOCGPTN, &mut num as *mut libc::c_uint) };
+        assert_eq!(rc, 0);
+        assert_eq!(num, n);
+        let err = send_to_console_socket(&tmp.path().join("nope"), master.as_fd())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope") && err.contains("connect"), "{err}");
     }
 }

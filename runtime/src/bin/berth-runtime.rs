@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use berth_runtime::container;
+use berth_runtime::container::exec::ExecOptions;
 use berth_runtime::engine::{CreateOptions, Engine, StdioMode};
 use berth_runtime::monitor::{self, MonitorArgs};
 use clap::{Args, Parser, Subcommand};
@@ -83,6 +84,12 @@ enum Command {
         process: Option<PathBuf>,
         #[arg(long, short = 't')]
         tty: bool,
+        /// Unix socket receiving the pty master (with --tty).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        /// Write the process's pid here once it runs.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
         #[arg(long)]
@@ -210,6 +217,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Exec {
             process,
             tty,
+            console_socket,
+            pid_file,
             env,
             cwd,
             user,
@@ -217,7 +226,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             command,
         } => {
             let p = exec_process(&engine, &id, process, tty, env, cwd, user, command)?;
-            let code = container::exec::exec(engine.state_dir(), &id, &p)?;
+            let opts = ExecOptions {
+                console_socket: console_socket.as_deref(),
+                pid_file: pid_file.as_deref(),
+            };
+            let code = container::exec::exec(engine.state_dir(), &id, &p, &opts)?;
             return Ok(code.clamp(0, 255) as u8);
         }
         Command::List => {
@@ -252,7 +265,12 @@ fn exec_process(
 ) -> anyhow::Result<oci_spec::runtime::Process> {
     if let Some(path) = process {
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()));
+        let mut p: oci_spec::runtime::Process =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        if tty {
+            p.set_terminal(Some(true));
+        }
+        return Ok(p);
     }
     if command.is_empty() {
         bail!("exec: no command given");
@@ -262,9 +280,6 @@ fn exec_process(
     let mut p = spec.process().clone().unwrap_or_default();
     p.set_args(Some(command));
     p.set_terminal(Some(tty));
-    if tty {
-        bail!("exec --tty needs a console socket; use the engine API");
-    }
     let mut all_env = p.env().clone().unwrap_or_default();
     all_env.extend(env);
     p.set_env(Some(all_env));

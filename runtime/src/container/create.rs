@@ -116,6 +116,7 @@ pub fn create(dir: &StateDir, runtime_exe: &Path, opts: &CreateOptions) -> Resul
             });
         }
         let bundle = Bundle::load(&bundle_dir)?;
+        check_terminal(&bundle, &opts.stdio)?;
         let st = State {
             id: id.to_string(),
             status: Status::Creating,
@@ -178,7 +179,28 @@ pub fn create(dir: &StateDir, runtime_exe: &Path, opts: &CreateOptions) -> Resul
     }
 }
 
-fn write_pid_file(id: &str, path: &Path, pid: i32) -> Result<(), ContainerError> {
+/// A terminal needs somewhere to go: the monitor or a console socket
+/// (runc refuses the same combinations).
+fn check_terminal(bundle: &Bundle, stdio: &StdioMode) -> Result<(), crate::spec::SpecError> {
+    let tty = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let reason = match stdio {
+        StdioMode::Inherit if tty => "process.terminal is set but no console socket was given",
+        StdioMode::ConsoleSocket(_) if !tty => "a console socket was given but process.terminal is not set",
+        _ => return Ok(()),
+    };
+    Err(crate::spec::SpecError::Invalid {
+        bundle: bundle.dir.clone(),
+        reason: reason.into(),
+    })
+}
+
+/// Writes `pid` to `path` atomically (temp file + rename).
+pub(super) fn write_pid_file(id: &str, path: &Path, pid: i32) -> Result<(), ContainerError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, pid.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))

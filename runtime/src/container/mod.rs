@@ -50,6 +50,11 @@ pub enum ContainerError {
     },
     #[error("container {id}: timed out after {secs}s waiting for {what}")]
     Timeout { id: String, secs: u64, what: &'static str },
+    #[error("container {id}: {source}")]
+    ConsoleSocket {
+        id: String,
+        source: crate::pty::ConsoleSocketError,
+    },
     #[error("container {id}: exec: {source}")]
     Exec { id: String, source: crate::init::InitError },
     #[error("{first}; cleanup also failed: {cleanup}")]

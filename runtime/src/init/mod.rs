@@ -209,6 +209,9 @@ fn init(
         drop(console.master);
         crate::pty::make_controlling(console.slave.as_fd())?;
         install_stdio([console.slave.as_raw_fd(); 3])?;
+        // The process owns its terminal (runc's fixStdioPermissions).
+        nix::unistd::fchown(console.slave.as_fd(), Some(plan.uid), Some(plan.gid))
+            .map_err(sys_err("chown terminal to the process user"))?;
     }
     plan.apply_rlimits()?;
     plan.switch_user(!ctx.in_user_ns || setgroups_allowed())?;
