@@ -48,6 +48,11 @@ pub enum ProcessError {
         gid: u32,
         source: Errno,
     },
+    #[error(
+        "process asks for additional gids {gids:?} but setgroups is denied in its user namespace \
+         (/proc/self/setgroups says \"deny\")"
+    )]
+    SetgroupsDenied { gids: Vec<u32> },
     #[error("chdir to cwd {cwd}: {source}")]
     Cwd { cwd: PathBuf, source: Errno },
     #[error("prctl(PR_SET_NO_NEW_PRIVS): {0}")]
@@ -177,12 +182,20 @@ impl ProcessPlan {
     }
 
     /// Switches to the spec's user with its groups, keeping the capabilities
-    /// the plan grants.
+    /// the plan grants. `setgroups_allowed` is false in a user namespace
+    /// whose `setgroups` file says "deny": the inherited groups then stay,
+    /// and asking for additional gids is an error rather than silently
+    /// ignored (runc does the same).
     pub fn switch_user(&self, setgroups_allowed: bool) -> Result<(), ProcessError> {
         let err = |step| {
             let (uid, gid) = (self.uid.as_raw(), self.gid.as_raw());
             move |source| ProcessError::User { step, uid, gid, source }
         };
+        if !setgroups_allowed && !self.additional_gids.is_empty() {
+            return Err(ProcessError::SetgroupsDenied {
+                gids: self.additional_gids.iter().map(|g| g.as_raw()).collect(),
+            });
+        }
         self.security.before_setuid()?;
         if setgroups_allowed {
             nix::unistd::setgroups(&self.additional_gids).map_err(err("setgroups"))?;
