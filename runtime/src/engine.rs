@@ -12,6 +12,8 @@
 //! engine.state(id)?.status                  // created | running | stopped
 //! engine.stop(id, Signal::SIGTERM, timeout)? // SIGTERM, wait, SIGKILL (all)
 //! engine.exec_command(id, &process_json)    // a Command to spawn, pipes/pty yours
+//! let p = engine.exec_process(id, args)?;   // the container's process, new args
+//! engine.exec_sync(id, &p, timeout, cap)?   // CRI ExecSync: captured, capped, timed
 //! engine.attach(id)? / resize / reopen_log  // through the monitor socket
 //! engine.delete(id, false)?                 // cgroup, overlay, state gone
 //! ```
@@ -22,11 +24,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 pub use crate::container::create::{CreateOptions, OverlayRootfs};
+pub use crate::container::exec_sync::ExecSyncResult;
 use crate::container::query::ContainerState;
 use crate::container::{self, ContainerError};
 use crate::monitor::client::MonitorConn;
@@ -120,29 +123,10 @@ impl Engine {
     }
 
     /// CRI StopContainer: `signal` to the init, then after `timeout`
-    /// SIGKILL to every process; returns once everything is gone.
+    /// SIGKILL to every process of its cgroup; returns the exit record
+    /// once the cgroup is empty. See [`crate::container::stop`].
     pub fn stop(&self, id: &str, signal: Signal, timeout: Duration) -> Result<ExitRecord, ContainerError> {
-        let c = self.state(id)?;
-        if let Some(exit) = c.exit {
-            return Ok(exit);
-        }
-        if c.status != Status::Stopped {
-            self.kill(id, signal, false).or_else(|e| match e {
-                ContainerError::WrongStatus { .. } => Ok(()),
-                e => Err(e),
-            })?;
-            let deadline = Instant::now() + timeout;
-            while Instant::now() < deadline {
-                if self.state(id)?.status == Status::Stopped {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if self.state(id)?.status != Status::Stopped {
-                self.kill(id, Signal::SIGKILL, true)?;
-            }
-        }
-        self.wait(id)
+        container::stop::stop(&self.dir, id, signal, timeout)
     }
 
     /// Removes a container; `force` kills it first if it runs.
@@ -162,6 +146,32 @@ impl Engine {
             .arg(process_json)
             .arg(id);
         cmd
+    }
+
+    /// CRI ExecSync: runs `process` in container `id` with the container's
+    /// namespaces, cgroup and security settings, captures up to
+    /// `output_cap` bytes of stdout and of stderr, kills the process tree
+    /// after `timeout` (zero: none). See [`crate::container::exec_sync`].
+    pub fn exec_sync(
+        &self,
+        id: &str,
+        process: &oci_spec::runtime::Process,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<ExecSyncResult, ContainerError> {
+        container::exec_sync::exec_sync(&self.dir, &self.runtime_binary, id, process, timeout, output_cap)
+    }
+
+    /// The container's own process (user, env, cwd, capabilities, rlimits,
+    /// no_new_privs) running `args` without a terminal: what CRI exec runs.
+    pub fn exec_process(&self, id: &str, args: Vec<String>) -> Result<oci_spec::runtime::Process, ContainerError> {
+        let c = self.state(id)?;
+        let bundle = crate::spec::Bundle::load(&c.state.bundle)?;
+        let mut p = bundle.spec.process().clone().unwrap_or_default();
+        p.set_args(Some(args));
+        p.set_terminal(Some(false));
+        p.set_console_size(None);
+        Ok(p)
     }
 
     /// Connects to the monitor for attach: the connection then carries

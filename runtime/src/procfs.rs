@@ -22,6 +22,32 @@ pub fn is_zombie(pid: i32) -> bool {
         .is_some_and(|s| s == "Z" || s == "X")
 }
 
+/// The parent of `pid` (field 4), if it exists.
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Every live descendant of `pid`, parents before their children.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+            if let Some(pp) = parent_pid(p) {
+                children.entry(pp).or_default().push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        for &c in children.get(&p).into_iter().flatten() {
+            out.push(c);
+            queue.push(c);
+        }
+    }
+    out
+}
+
 /// The calling process's current `oom_score_adj`.
 pub fn own_oom_score_adj() -> Option<i32> {
     fs::read_to_string("/proc/self/oom_score_adj").ok()?.trim().parse().ok()
@@ -36,5 +62,15 @@ mod tests {
         assert!(!super::is_zombie(pid));
         assert!(super::start_time(i32::MAX).is_none());
         assert!(super::own_oom_score_adj().is_some());
+        assert_eq!(super::parent_pid(pid), Some(nix::unistd::getppid().as_raw()));
+    }
+
+    #[test]
+    fn finds_descendants() {
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let me = std::process::id() as i32;
+        assert!(super::descendants(me).contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -1,14 +1,16 @@
 //! Lifecycle operations, one file each: [`create`], [`start`], [`query`]
-//! (state), [`kill`], [`delete`], [`exec`]. They work on the state
+//! (state), [`kill`], [`stop`], [`delete`], [`exec`], [`exec_sync`]. They work on the state
 //! directory and talk to the monitor; [`crate::engine`] is their facade.
 
 pub mod cgroup;
 pub mod create;
 pub mod delete;
 pub mod exec;
+pub mod exec_sync;
 pub mod kill;
 pub mod query;
 pub mod start;
+pub mod stop;
 
 use std::path::PathBuf;
 
@@ -57,6 +59,8 @@ pub enum ContainerError {
     },
     #[error("container {id}: exec: {source}")]
     Exec { id: String, source: crate::init::InitError },
+    #[error("container {id}: exec could not start the process: {message}")]
+    ExecFailed { id: String, message: String },
     #[error("{first}; cleanup also failed: {cleanup}")]
     WithCleanup {
         first: Box<ContainerError>,

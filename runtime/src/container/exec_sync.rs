@@ -1,0 +1,294 @@
+//! `exec_sync`: CRI ExecSync. Runs a process in a running container
+//! through the same exec path as `berth-runtime exec` (namespaces, cgroup,
+//! user, capabilities, no_new_privs, seccomp), captures its stdout and
+//! stderr into capped buffers, and enforces a timeout.
+//!
+//! Safe to call from a multi-threaded caller (berthd): the fork happens in
+//! a re-executed `berth-runtime exec`, started as the leader of a new
+//! process group that the exec'd process and its children inherit.
+//!
+//! - Output beyond `output_cap` is read and dropped, so a chatty process
+//!   never blocks on a full pipe.
+//! - On timeout the whole tree is SIGKILLed: every descendant of the
+//!   runtime process found in `/proc`, then the process group (which also
+//!   catches children already reparented away). A descendant that left the
+//!   process group with `setsid` *and* lost its parent before the timeout
+//!   can escape; it stays in the container's cgroup and dies with it.
+//! - Once the process has exited, output still arriving (a background
+//!   child holding the pipes) is read for [`DRAIN_AFTER_EXIT`] at most.
+//! - The runtime writes a pid file only after the process called execve,
+//!   which tells a process that exited non-zero from an exec that could
+//!   not start (the latter is an error carrying the runtime's message).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use super::query::query;
+use super::ContainerError;
+use crate::procfs;
+use crate::state::{StateDir, Status};
+
+/// How long output is still read after the process exited.
+pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
+/// The outcome of [`exec_sync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSyncResult {
+    /// The exit code, or 128 + signal.
+    pub exit_code: i32,
+    /// At most `output_cap` bytes of stdout.
+    pub stdout: Vec<u8>,
+    /// At most `output_cap` bytes of stderr.
+    pub stderr: Vec<u8>,
+    /// The timeout expired and the process tree was killed.
+    pub timed_out: bool,
+}
+
+/// A capped buffer fed from a nonblocking pipe.
+#[derive(Debug)]
+struct Capture {
+    buf: Vec<u8>,
+    cap: usize,
+    open: bool,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Capture {
+        Capture {
+            buf: Vec::new(),
+            cap,
+            open: true,
+        }
+    }
+
+    /// Reads what is available; keeps up to the cap, drops the rest.
+    fn pump(&mut self, fd: BorrowedFd<'_>, scratch: &mut [u8]) {
+        loop {
+            match nix::unistd::read(fd, scratch) {
+                Ok(0) => {
+                    self.open = false;
+                    return;
+                }
+                Ok(n) => {
+                    let room = self.cap.saturating_sub(self.buf.len());
+                    self.buf.extend_from_slice(&scratch[..n.min(room)]);
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.open = false;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Files of one exec_sync call in the container's state directory,
+/// removed on drop.
+struct ExecFiles {
+    process: PathBuf,
+    pid: PathBuf,
+}
+
+impl ExecFiles {
+    fn write(id: &str, cdir: &Path, process: &Process) -> Result<ExecFiles, ContainerError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let stem = format!("exec-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let files = ExecFiles {
+            process: cdir.join(format!("{stem}.json")),
+            pid: cdir.join(format!("{stem}.pid")),
+        };
+        let json = serde_json::to_vec(process).expect("an OCI process serializes");
+        std::fs::write(&files.process, json).map_err(|source| ContainerError::Io {
+            id: id.to_string(),
+            path: files.process.clone(),
+            source,
+        })?;
+        Ok(files)
+    }
+}
+
+impl Drop for ExecFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.process);
+        let _ = std::fs::remove_file(&self.pid);
+    }
+}
+
+/// Runs `process` in container `id` (see the module doc). A zero
+/// `timeout` means none.
+#[tracing::instrument(skip(dir, runtime_exe, process))]
+pub fn exec_sync(
+    dir: &StateDir,
+    runtime_exe: &Path,
+    id: &str,
+    process: &Process,
+    timeout: Duration,
+    output_cap: usize,
+) -> Result<ExecSyncResult, ContainerError> {
+    let c = query(dir, id)?;
+    if c.status != Status::Running {
+        return Err(ContainerError::WrongStatus {
+            id: id.to_string(),
+            status: c.status,
+            action: "exec",
+            needed: "running",
+        });
+    }
+    let mut process = process.clone();
+    process.set_terminal(Some(false));
+    let files = ExecFiles::write(id, &dir.container_dir(id)?, &process)?;
+    let mut child = Command::new(runtime_exe)
+        .arg("--root")
+        .arg(dir.root())
+        // The runtime's own log lines must not mix with the process's
+        // stderr; a failure to start still reaches stderr (ExecFailed).
+        .arg("--log")
+        .arg("/dev/null")
+        .arg("exec")
+        .arg("--process")
+        .arg(&files.process)
+        .arg("--pid-file")
+        .arg(&files.pid)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|source| ContainerError::Io {
+            id: id.to_string(),
+            path: runtime_exe.to_path_buf(),
+            source,
+        })?;
+    let leader = Pid::from_raw(child.id() as i32);
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    for fd in [stdout.as_fd(), stderr.as_fd()] {
+        set_nonblocking(fd);
+    }
+    let mut out = Capture::new(output_cap);
+    let mut err = Capture::new(output_cap);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+    let mut timed_out = false;
+    let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
+    loop {
+        if exited.is_none() {
+            exited = child
+                .try_wait()
+                .map_err(|source| ContainerError::Io {
+                    id: id.to_string(),
+                    path: runtime_exe.to_path_buf(),
+                    source,
+                })?
+                .map(|s| (s, Instant::now()));
+        }
+        let now = Instant::now();
+        match exited {
+            Some((_, at)) if !(out.open || err.open) || now >= at + DRAIN_AFTER_EXIT => break,
+            Some(_) => {}
+            None if !timed_out && deadline.is_some_and(|d| now >= d) => {
+                timed_out = true;
+                kill_tree(leader);
+            }
+            None => {}
+        }
+        let mut fds = Vec::with_capacity(2);
+        if out.open {
+            fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
+        }
+        if err.open {
+            fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
+        }
+        if fds.is_empty() {
+            // Both pipes closed: only the exit is left to see.
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        match poll(&mut fds, PollTimeout::from(20u16)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(source) => {
+                kill_tree(leader);
+                let _ = child.wait();
+                return Err(ContainerError::Sys {
+                    id: id.to_string(),
+                    step: "poll exec output",
+                    source,
+                });
+            }
+        }
+        if out.open {
+            out.pump(stdout.as_fd(), &mut scratch);
+        }
+        if err.open {
+            err.pump(stderr.as_fd(), &mut scratch);
+        }
+    }
+    let (status, _) = exited.expect("the loop ends only after the exit");
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255);
+    if !files.pid.exists() && !timed_out {
+        return Err(ContainerError::ExecFailed {
+            id: id.to_string(),
+            message: String::from_utf8_lossy(&err.buf).trim().to_string(),
+        });
+    }
+    Ok(ExecSyncResult {
+        exit_code,
+        stdout: out.buf,
+        stderr: err.buf,
+        timed_out,
+    })
+}
+
+/// SIGKILLs every descendant of `leader`, then its process group.
+fn kill_tree(leader: Pid) {
+    for pid in procfs::descendants(leader.as_raw()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = killpg(leader, Signal::SIGKILL);
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_cap_and_drains_the_rest() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        set_nonblocking(r.as_fd());
+        let mut c = Capture::new(10);
+        let mut scratch = [0u8; 4];
+        nix::unistd::write(&w, b"0123456789abcdef").unwrap();
+        c.pump(r.as_fd(), &mut scratch);
+        assert_eq!(c.buf, b"0123456789");
+        assert!(c.open);
+        drop(w);
+        c.pump(r.as_fd(), &mut scratch);
+        assert!(!c.open);
+    }
+}
