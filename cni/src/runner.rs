@@ -146,8 +146,18 @@ impl CniRunner {
             env: env_for(req, &args, true),
             caps: &caps,
         };
+        // Every binary must exist before anything is changed (and rolled back).
+        let paths = list
+            .plugins
+            .iter()
+            .map(|p| self.exec.find(&p.plugin_type))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Exec {
+                network: list.name.clone(),
+                source,
+            })?;
         let mut partial = None;
-        let added = self.add_chain(&list, &inv, &mut partial).await;
+        let added = self.add_chain(&list, &inv, &paths, &mut partial).await;
         let result = match added {
             Ok(result) => result,
             Err(primary) => return Err(self.rollback(&list, &inv, partial.as_ref(), primary).await),
@@ -194,20 +204,14 @@ impl CniRunner {
         &self,
         list: &NetworkConfigList,
         inv: &Invocation<'_>,
+        paths: &[PathBuf],
         partial: &mut Option<CniResult>,
     ) -> Result<CniResult> {
         let exec_err = |source| Error::Exec {
             network: list.name.clone(),
             source,
         };
-        // Every binary must exist before anything is changed.
-        let paths = list
-            .plugins
-            .iter()
-            .map(|p| self.exec.find(&p.plugin_type))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(exec_err)?;
-        for (i, (plugin, path)) in list.plugins.iter().zip(&paths).enumerate() {
+        for (i, (plugin, path)) in list.plugins.iter().zip(paths).enumerate() {
             let stdin = serde_json::to_vec(&list.plugin_stdin(i, partial.as_ref(), inv.caps)).unwrap_or_default();
             let out = self
                 .exec
