@@ -136,7 +136,9 @@ impl Engine {
 
     /// The command that runs `process.json` (an OCI `Process`) in container
     /// `id`; the caller wires its stdio and waits for it. Its exit status
-    /// is the process's.
+    /// is the process's. With `process.terminal`, add
+    /// `--console-socket PATH`: the pty master is sent there (runc's
+    /// contract) and resizing is TIOCSWINSZ on it.
     pub fn exec_command(&self, id: &str, process_json: &Path) -> Command {
         let mut cmd = Command::new(&self.runtime_binary);
         cmd.arg("--root")

@@ -197,6 +197,39 @@ fn stop_kills_an_init_that_ignores_sigterm_and_its_children() {
 }
 
 #[test]
+fn stop_with_the_host_pid_namespace_waits_for_lingering_children() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    // No PID namespace: the init dies of SIGTERM at once, but its
+    // background child lives on in the cgroup; stop must not report the
+    // container stopped until it is gone too.
+    let mut b = env.bundle("sharedpid", "sleep 4248 & sleep 4249");
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "pid");
+    let engine = run(&env, &b, "sharedpid");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(sleeping("4248") && sleeping("4249")) {
+        assert!(Instant::now() < deadline, "container did not start its children");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let exit = engine
+        .stop("sharedpid", Signal::SIGTERM, Duration::from_secs(1))
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "reported stopped with a child alive"
+    );
+    assert_eq!(exit.signal, Some(15), "the init itself died of SIGTERM: {exit:?}");
+    assert!(!sleeping("4248") && !sleeping("4249"));
+    engine.delete("sharedpid", false).unwrap();
+}
+
+#[test]
 fn memory_limit_ends_in_oom_killed() {
     if !is_root() {
         return;
