@@ -45,6 +45,17 @@ fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     move |source| NetlinkError::Request { op, source }
 }
 
+/// A stable, locally administered unicast MAC derived from the bridge name.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
 /// A link as we need to see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -140,7 +151,9 @@ impl Netlink {
         let link = match self.link(name).await? {
             Some(l) => l,
             None => {
-                let mut msg = LinkBridge::new(name);
+                // A fixed MAC: otherwise the bridge takes its lowest port's MAC and
+                // changes it when that pod leaves, stranding the others' ARP entries.
+                let mut msg = LinkBridge::new(name).address(bridge_mac(name).to_vec());
                 if let Some(mtu) = mtu {
                     msg = msg.mtu(mtu);
                 }
