@@ -19,6 +19,11 @@
 //!   wait_exec ◀──────────────────── EOF on execve (CLOEXEC) or exec_failed
 //! ```
 //! Any step may instead receive `Error(msg)`, which the parent reports.
+//!
+//! Wire format: one packet per message, a tag byte then the payload (a
+//! little-endian `i32` for `InitPid`, UTF-8 text for `ExecFailed`/`Error`).
+//! No serde: the monitor's supervisor (`berth-monitor`) speaks this too and
+//! stays small.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -26,9 +31,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
-use serde::{Deserialize, Serialize};
-
-const MAX_MESSAGE: usize = 64 * 1024;
+/// Largest message; longer error texts arrive truncated.
+const MAX_MESSAGE: usize = 8 * 1024;
 
 /// Errors on the parent/child channel.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +44,13 @@ pub enum ChannelError {
     #[error("channel: expected {expected}, got {got:?}")]
     Unexpected { expected: &'static str, got: Message },
     #[error("channel: malformed message: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(String),
     #[error("{0}")]
     Remote(String),
 }
 
 /// Messages exchanged during setup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     ParentReady,
     IdMapRequest,
@@ -57,6 +61,51 @@ pub enum Message {
     Start,
     ExecFailed(String),
     Error(String),
+}
+
+impl Message {
+    /// The packet for this message (see the module doc).
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, payload): (u8, &[u8]) = match self {
+            Message::ParentReady => (0, &[]),
+            Message::IdMapRequest => (1, &[]),
+            Message::IdMapsWritten => (2, &[]),
+            Message::InitPid(pid) => return [&[3u8][..], &pid.to_le_bytes()].concat(),
+            Message::Console => (4, &[]),
+            Message::InitReady => (5, &[]),
+            Message::Start => (6, &[]),
+            Message::ExecFailed(e) => (7, e.as_bytes()),
+            Message::Error(e) => (8, e.as_bytes()),
+        };
+        [&[tag][..], payload].concat()
+    }
+
+    /// Parses one packet.
+    pub fn decode(packet: &[u8]) -> Result<Message, ChannelError> {
+        let (&tag, payload) = packet
+            .split_first()
+            .ok_or_else(|| ChannelError::Malformed("empty packet".into()))?;
+        let text = || String::from_utf8_lossy(payload).into_owned();
+        let bare = |m: Message| match payload.is_empty() {
+            true => Ok(m),
+            false => Err(ChannelError::Malformed(format!("tag {tag}: unexpected payload"))),
+        };
+        match tag {
+            0 => bare(Message::ParentReady),
+            1 => bare(Message::IdMapRequest),
+            2 => bare(Message::IdMapsWritten),
+            3 => payload
+                .try_into()
+                .map(|b| Message::InitPid(i32::from_le_bytes(b)))
+                .map_err(|_| ChannelError::Malformed(format!("init pid of {} bytes", payload.len()))),
+            4 => bare(Message::Console),
+            5 => bare(Message::InitReady),
+            6 => bare(Message::Start),
+            7 => Ok(Message::ExecFailed(text())),
+            8 => Ok(Message::Error(text())),
+            _ => Err(ChannelError::Malformed(format!("unknown tag {tag}"))),
+        }
+    }
 }
 
 /// Creates the connected pair (both ends close-on-exec).
@@ -70,7 +119,7 @@ struct Sock(OwnedFd);
 
 impl Sock {
     fn send(&self, msg: &Message, fd: Option<RawFd>) -> Result<(), ChannelError> {
-        let bytes = serde_json::to_vec(msg)?;
+        let bytes = msg.encode();
         let fds;
         let cmsgs: &[ControlMessage] = match fd {
             Some(fd) => {
@@ -121,7 +170,7 @@ impl Sock {
         if n == 0 {
             return Err(ChannelError::Closed(waiting_for));
         }
-        let msg: Message = serde_json::from_slice(&buf[..n])?;
+        let msg = Message::decode(&buf[..n])?;
         if let Message::Error(e) = msg {
             return Err(ChannelError::Remote(e));
         }
@@ -143,6 +192,17 @@ pub struct ParentEnd {
 }
 
 impl ParentEnd {
+    /// Takes over a parent end passed as a descriptor (the monitor's
+    /// supervisor receives it across `execve`).
+    pub fn from_fd(fd: OwnedFd) -> ParentEnd {
+        ParentEnd { sock: Sock(fd) }
+    }
+
+    /// The socket, to hand over to the supervisor.
+    pub fn into_fd(self) -> OwnedFd {
+        self.sock.0
+    }
+
     pub fn parent_ready(&self) -> Result<(), ChannelError> {
         self.sock.send(&Message::ParentReady, None)
     }
@@ -273,6 +333,31 @@ mod tests {
         let err = parent.wait_exec().unwrap_err().to_string();
         assert_eq!(err, "no such file");
         t.join().unwrap();
+    }
+
+    #[test]
+    fn every_message_roundtrips() {
+        let all = [
+            Message::ParentReady,
+            Message::IdMapRequest,
+            Message::IdMapsWritten,
+            Message::InitPid(-7),
+            Message::InitPid(4_000_000),
+            Message::Console,
+            Message::InitReady,
+            Message::Start,
+            Message::ExecFailed("exec /bin/nope: ENOENT".into()),
+            Message::Error(String::new()),
+        ];
+        for m in all {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+        for bad in [&[][..], &[3, 1, 2], &[0, 1], &[99]] {
+            assert!(
+                matches!(Message::decode(bad), Err(ChannelError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! - [`engine`]: the library API berthd calls (create, start, state, kill,
 //!   delete, exec, attach, resize, log reopen).
 //! - [`container`]: the lifecycle operations behind it, one file each.
-//! - [`monitor`]: the per-container supervisor process (poll loop, stdio,
-//!   CRI log, exit record, control socket).
+//! - [`monitor`]: the per-container monitor — its setup half (in
+//!   `berth-runtime`) makes the container, then `execve`s the small
+//!   `berth-monitor` binary, the supervisor (poll loop, stdio, CRI log,
+//!   exit record, control socket).
 //! - [`init`]: the child side of create — namespaces, rootfs
 //!   (`mounts`, `devices`, `paths`, `pivot`), sysctls, process setup.
 //! - [`namespaces`]: new or joined namespaces, in kernel order.

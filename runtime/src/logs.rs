@@ -249,6 +249,14 @@ fn open_append(path: &Path) -> Result<File> {
         })
 }
 
+/// Now as RFC 3339 with nine fractional digits, UTC — the same text as
+/// `state::now_rfc3339`, without chrono (the monitor stays small).
+pub fn now_rfc3339_nano() -> String {
+    let mut out = Vec::with_capacity(30);
+    push_timestamp(&mut out, SystemTime::now());
+    String::from_utf8(out).expect("timestamps are ASCII")
+}
+
 /// Appends `t` as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC, always nine
 /// fractional digits; Go's `time.RFC3339Nano` parses any number of them).
 fn push_timestamp(out: &mut Vec<u8>, t: SystemTime) {

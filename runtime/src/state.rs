@@ -1,14 +1,23 @@
 //! Container state on disk, under the runtime root (`--root`).
 //!
 //! ```text
-//! <root>/<id>/state.json     State: written by `create`, then only by the monitor
+//! <root>/<id>/state.json     State: written by `create` and the monitor's setup
+//! <root>/<id>/started        start time: written by the monitor once the init execs
 //! <root>/<id>/exit.json      ExitRecord: written once by the monitor, last
 //! <root>/<id>/monitor.sock   the monitor's control socket
 //! <root>/<id>/monitor.log    the monitor's own warnings and errors
 //! ```
 //!
-//! Every file is written to a temp name, fsynced and renamed into place, so a
-//! crash at any instant leaves the old or the new content, never a torn one.
+//! Every file is written to a temp name and renamed into place, so a crash
+//! of any process at any instant leaves the old or the new content, never a
+//! torn one. Only `exit.json` is also fsynced: the state dir is volatile
+//! (`/run`), a machine crash ends every container anyway, and an fsync costs
+//! milliseconds on the create and start paths; the exit record is the one
+//! fact a restarting caller must find.
+//!
+//! `running` is not written into `state.json` either: it is `created` plus
+//! the `started` file, which the monitor's supervisor writes without
+//! rewriting the state (see [`crate::monitor::record`]).
 //!
 //! ```text
 //!            create                 init ready            start
@@ -43,7 +52,10 @@ use crate::procfs;
 pub const OCI_VERSION: &str = "1.2.0";
 
 const STATE_FILE: &str = "state.json";
-const EXIT_FILE: &str = "exit.json";
+/// File name of the exit record in the container directory.
+pub const EXIT_FILE: &str = "exit.json";
+/// File name of the start record in the container directory.
+pub const STARTED_FILE: &str = "started";
 /// File name of the monitor's control socket in the container directory.
 pub const MONITOR_SOCKET: &str = "monitor.sock";
 /// File name of the monitor's own log in the container directory.
@@ -232,17 +244,38 @@ impl StateDir {
         self.container_dir(id).is_ok_and(|d| d.join(STATE_FILE).exists())
     }
 
+    /// The container's state; `created` with a `started` record reads as
+    /// `running` with that start time.
     pub fn load(&self, id: &str) -> Result<State, StateError> {
-        let path = self.container_dir(id)?.join(STATE_FILE);
-        match read_json(id, &path)? {
-            Some(s) => Ok(s),
-            None => Err(StateError::NotFound(id.to_string())),
+        let dir = self.container_dir(id)?;
+        let mut state: State = match read_json(id, &dir.join(STATE_FILE))? {
+            Some(s) => s,
+            None => return Err(StateError::NotFound(id.to_string())),
+        };
+        if state.status == Status::Created {
+            let path = dir.join(STARTED_FILE);
+            match fs::read_to_string(&path) {
+                Ok(at) => {
+                    state.status = Status::Running;
+                    state.started = Some(at.trim().to_string());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StateError::Io {
+                        id: id.to_string(),
+                        path,
+                        source,
+                    })
+                }
+            }
         }
+        Ok(state)
     }
 
+    /// Replaces `state.json` atomically (not fsynced: see the module doc).
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let dir = self.container_dir(&state.id)?;
-        write_json_atomic(&state.id, &dir.join(STATE_FILE), state)
+        write_json_atomic(&state.id, &dir.join(STATE_FILE), state, false)
     }
 
     pub fn load_exit(&self, id: &str) -> Result<Option<ExitRecord>, StateError> {
@@ -250,7 +283,7 @@ impl StateDir {
     }
 
     pub fn save_exit(&self, id: &str, exit: &ExitRecord) -> Result<(), StateError> {
-        write_json_atomic(id, &self.container_dir(id)?.join(EXIT_FILE), exit)
+        write_json_atomic(id, &self.container_dir(id)?.join(EXIT_FILE), exit, true)
     }
 
     /// Removes the container's directory and everything in it.
@@ -308,8 +341,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(id: &str, path: &Path) -> Result<Opti
     }
 }
 
-/// Writes `value` as JSON to `path` via temp file + fsync + rename + dir fsync.
-pub fn write_json_atomic<T: Serialize>(id: &str, path: &Path, value: &T) -> Result<(), StateError> {
+/// Writes `value` as JSON to `path` via temp file + rename; `durable` adds
+/// an fsync of the file before the rename and of the directory after.
+pub fn write_json_atomic<T: Serialize>(id: &str, path: &Path, value: &T, durable: bool) -> Result<(), StateError> {
     let io = |p: &Path, source| StateError::Io {
         id: id.to_string(),
         path: p.to_path_buf(),
@@ -330,10 +364,12 @@ pub fn write_json_atomic<T: Serialize>(id: &str, path: &Path, value: &T) -> Resu
         .open(&tmp)
         .map_err(|e| io(&tmp, e))?;
     f.write_all(&bytes).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
+    if durable {
+        f.sync_all().map_err(|e| io(&tmp, e))?;
+    }
     drop(f);
     fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = path.parent().filter(|_| durable) {
         File::open(parent)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(parent, e))?;
@@ -386,6 +422,11 @@ mod tests {
         assert!(matches!(dir.load("c1"), Err(StateError::NotFound(_))));
         dir.save(&sample("c1")).unwrap();
         assert_eq!(dir.load("c1").unwrap().status, Status::Created);
+        crate::monitor::record::write_started(&dir.container_dir("c1").unwrap(), "2026-01-01T00:00:00Z").unwrap();
+        let running = dir.load("c1").unwrap();
+        assert_eq!(running.status, Status::Running);
+        assert_eq!(running.started.as_deref(), Some("2026-01-01T00:00:00Z"));
+        std::fs::remove_file(dir.container_dir("c1").unwrap().join(STARTED_FILE)).unwrap();
         assert_eq!(dir.list().unwrap(), vec!["c1".to_string()]);
         assert!(dir.load_exit("c1").unwrap().is_none());
         let exit = ExitRecord {

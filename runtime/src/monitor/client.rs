@@ -92,7 +92,7 @@ impl MonitorConn {
     /// Sends `req` and waits for its response (stream packets that arrive
     /// meanwhile are skipped).
     pub fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        self.send_packet(&protocol::control(req))?;
+        self.send_packet(&req.packet())?;
         self.read_response()
     }
 
@@ -109,7 +109,7 @@ impl MonitorConn {
             if buf[0] != protocol::TAG_CONTROL {
                 continue;
             }
-            return serde_json::from_slice(&buf[1..n]).map_err(|e| ClientError::Protocol {
+            return Response::parse(&buf[1..n]).map_err(|e| ClientError::Protocol {
                 path: self.path.clone(),
                 detail: e.to_string(),
             });
