@@ -7,6 +7,7 @@
 //! - [`introspect`]: berth's side service for berthctl (pull progress).
 //! - [`error`]: the one place errors become gRPC statuses; [`edge`] wraps
 //!   every handler with it and with [`metrics`] (served by [`metrics_server`]).
+//! - [`store`]: pod and container metadata (redb) and their state machines.
 //! - [`ctl`]: the berthctl CLI.
 
 pub mod config;
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod metrics_server;
 pub mod observability;
 pub mod runtime;
+pub mod store;
