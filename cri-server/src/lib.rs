@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod metrics_server;
 pub mod observability;
 pub mod runtime;
+pub mod sandbox;
 pub mod store;
