@@ -35,6 +35,7 @@ use crate::container::{self, ContainerError};
 use crate::monitor::client::MonitorConn;
 use crate::monitor::protocol::{Request, Response};
 pub use crate::monitor::spawn::StdioMode;
+use crate::sandbox::{self, PodSandbox, PodSandboxSpec, PodSandboxState, RecoveryReport, SandboxError, SandboxPaths};
 use crate::state::{ExitRecord, StateDir, Status};
 
 /// The engine over one state root.
@@ -42,15 +43,19 @@ use crate::state::{ExitRecord, StateDir, Status};
 pub struct Engine {
     dir: StateDir,
     runtime_binary: PathBuf,
+    pods: SandboxPaths,
 }
 
 impl Engine {
     /// `state_root` holds one directory per container; `runtime_binary` is
     /// the `berth-runtime` executable (monitor and exec run from it).
     pub fn new(state_root: impl Into<PathBuf>, runtime_binary: impl Into<PathBuf>) -> Engine {
+        let state_root = state_root.into();
+        let runtime_binary = runtime_binary.into();
         Engine {
+            pods: default_sandbox_paths(&state_root, &runtime_binary),
             dir: StateDir::new(state_root),
-            runtime_binary: runtime_binary.into(),
+            runtime_binary,
         }
     }
 
@@ -129,9 +134,16 @@ impl Engine {
         container::stop::stop(&self.dir, id, signal, timeout)
     }
 
-    /// Removes a container; `force` kills it first if it runs.
+    /// Removes a container; `force` kills it first if it runs. Parent
+    /// cgroups left empty under the engine's cgroup prefix go too (up to the
+    /// prefix, never a pod cgroup: see [`crate::sandbox::cgroup`]).
     pub fn delete(&self, id: &str, force: bool) -> Result<(), ContainerError> {
-        container::delete::delete(&self.dir, id, force)
+        let cgroup_path = self.state(id).ok().and_then(|c| c.state.cgroup_path);
+        container::delete::delete(&self.dir, id, force)?;
+        if let Some(path) = cgroup_path {
+            sandbox::cgroup::prune_empty_parents(&path, &self.pods.cgroup_prefix, true);
+        }
+        Ok(())
     }
 
     /// The command that runs `process.json` (an OCI `Process`) in container
@@ -212,5 +224,100 @@ impl Engine {
                 id: id.to_string(),
                 source,
             })
+    }
+}
+
+/// Pods beside containers: `<state root>/.pods` (not a valid container ID),
+/// `berth-pod-init` next to the runtime binary, cgroup prefix `/berth`.
+fn default_sandbox_paths(state_root: &Path, runtime_binary: &Path) -> SandboxPaths {
+    SandboxPaths {
+        root: state_root.join(".pods"),
+        pod_init_binary: runtime_binary.with_file_name("berth-pod-init"),
+        cgroup_prefix: PathBuf::from("/berth"),
+    }
+}
+
+/// Pod sandboxes (see [`crate::sandbox`]): what the CRI layer calls from
+/// RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
+/// PodSandboxStats and on berthd restart.
+///
+/// ```text
+/// let pod = engine.run_pod_sandbox(&PodSandboxSpec { id, namespaces: PinRequest {
+///     net: true, ipc: true, uts: true, pid: share_pid, hostname, sysctls, .. },
+///     resources })?;
+/// // containers: linux.namespaces[].path = pod.namespaces.{net,ipc,uts,pid},
+/// //             /dev/shm bind from pod.namespaces.shm,
+/// //             linux.cgroupsPath = pod.cgroup_path/<container id>
+/// engine.stop_pod_sandbox(id, grace)?;   // pod init stopped; netns stays for CNI DEL
+/// engine.remove_pod_sandbox(id)?;        // after its containers: cgroup, binds, dir gone
+/// let report = engine.recover()?;        // at startup
+/// ```
+impl Engine {
+    /// Where pods live (default: `<state root>/.pods`).
+    pub fn with_pod_root(mut self, root: impl Into<PathBuf>) -> Engine {
+        self.pods.root = root.into();
+        self
+    }
+
+    /// The `berth-pod-init` binary (default: beside the runtime binary).
+    pub fn with_pod_init_binary(mut self, path: impl Into<PathBuf>) -> Engine {
+        self.pods.pod_init_binary = path.into();
+        self
+    }
+
+    /// The cgroup prefix for pods and for pruning empty parents (default
+    /// `/berth`).
+    pub fn with_cgroup_prefix(mut self, prefix: impl Into<PathBuf>) -> Engine {
+        self.pods.cgroup_prefix = prefix.into();
+        self
+    }
+
+    pub fn sandbox_paths(&self) -> &SandboxPaths {
+        &self.pods
+    }
+
+    /// The cgroup parent of pod `id`'s containers.
+    pub fn pod_cgroup_path(&self, id: &str) -> PathBuf {
+        sandbox::cgroup::pod_path(&self.pods.cgroup_prefix, id)
+    }
+
+    /// CRI RunPodSandbox's engine half: pod cgroup with its resources,
+    /// pinned namespaces, /dev/shm, the pod init. Undone on failure.
+    pub fn run_pod_sandbox(&self, spec: &PodSandboxSpec) -> Result<PodSandbox, SandboxError> {
+        sandbox::lifecycle::run(&self.pods, spec)
+    }
+
+    /// CRI StopPodSandbox's engine half: stops the pod init (ending a
+    /// shared PID namespace); namespaces stay until removal. Repeatable.
+    pub fn stop_pod_sandbox(&self, id: &str, grace: Duration) -> Result<(), SandboxError> {
+        sandbox::lifecycle::stop(&self.pods, id, grace)
+    }
+
+    /// CRI RemovePodSandbox's engine half, after its containers are
+    /// deleted: init, leftover processes, cgroup, binds and dir. Repeatable.
+    pub fn remove_pod_sandbox(&self, id: &str) -> Result<(), SandboxError> {
+        sandbox::lifecycle::remove(&self.pods, id)
+    }
+
+    /// A pod's record, readiness and init status.
+    pub fn pod_sandbox(&self, id: &str) -> Result<PodSandboxState, SandboxError> {
+        sandbox::lifecycle::status(&self.pods, id)
+    }
+
+    /// Every pod on disk.
+    pub fn list_pod_sandboxes(&self) -> Result<Vec<PodSandboxState>, SandboxError> {
+        sandbox::lifecycle::list(&self.pods)
+    }
+
+    /// Pod-level usage (cpu, memory, pids) of the pod cgroup, containers
+    /// under it included.
+    pub fn pod_sandbox_stats(&self, id: &str) -> Result<crate::cgroups::CgroupStats, SandboxError> {
+        sandbox::lifecycle::stats(&self.pods, id)
+    }
+
+    /// Restart reconciliation of pods and containers; see
+    /// [`crate::sandbox::recover`] for what it assumes and cleans.
+    pub fn recover(&self) -> Result<RecoveryReport, SandboxError> {
+        sandbox::recover::recover(&self.pods, &self.dir)
     }
 }

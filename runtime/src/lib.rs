@@ -22,6 +22,8 @@
 //! - [`seccomp`]: OCI `LinuxSeccomp` → BPF, and the RuntimeDefault profile.
 //! - [`capabilities`]: apply the five capability sets.
 //! - [`logs`]: the CRI log-file writer (`RFC3339Nano stream F|P content`).
+//! - [`sandbox`]: pod sandboxes — pinned namespaces, the pod init, the pod
+//!   cgroup, restart recovery.
 
 pub mod capabilities;
 pub mod cgroups;
@@ -40,3 +42,4 @@ pub mod syscall;
 pub mod container;
 pub mod engine;
 pub mod monitor;
+pub mod sandbox;

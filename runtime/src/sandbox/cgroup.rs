@@ -1,0 +1,192 @@
+//! The pod cgroup parent, through [`crate::cgroups`]:
+//!
+//! ```text
+//! <prefix>/pods/<id>                 pod-level resources (CRI pod resources + overhead)
+//! <prefix>/pods/<id>/berth-pod-init  the pod init (a leaf: cgroup v2 allows no
+//!                                    processes beside child cgroups with controllers)
+//! <prefix>/pods/<id>/<container>     containers, when the CRI layer puts them here
+//! ```
+//!
+//! Removal is leaf-first with EBUSY retries (the cgroups module's
+//! `delete`), then empty parents up to and including the prefix are
+//! removed with a plain `rmdir` — never the prefix's parent, never a
+//! non-empty cgroup, never a pod cgroup on behalf of a container.
+//! A concurrent creation can lose a parent to that `rmdir` between its
+//! `mkdir`s; pod cgroup creation retries for that reason.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+
+use super::SandboxError;
+use crate::cgroups::{CgroupError, CgroupManager, CgroupStats};
+use crate::container::cgroup::manager;
+
+/// Name of the pod init's leaf cgroup.
+pub const INIT_LEAF: &str = "berth-pod-init";
+
+/// The cgroup path of pod `id` under `prefix`.
+pub fn pod_path(prefix: &Path, id: &str) -> PathBuf {
+    prefix.join("pods").join(id)
+}
+
+/// One pod's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCgroup {
+    id: String,
+    path: PathBuf,
+}
+
+impl PodCgroup {
+    pub fn new(prefix: &Path, id: &str) -> PodCgroup {
+        PodCgroup {
+            id: id.to_string(),
+            path: pod_path(prefix, id),
+        }
+    }
+
+    /// For a recorded path.
+    pub fn at(id: &str, path: PathBuf) -> PodCgroup {
+        PodCgroup {
+            id: id.to_string(),
+            path,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl FnOnce(CgroupError) -> SandboxError + '_ {
+        move |source| SandboxError::Cgroup {
+            id: self.id.clone(),
+            source,
+        }
+    }
+
+    fn manager(&self, path: &Path) -> Result<Box<dyn CgroupManager>, SandboxError> {
+        manager(path).map_err(self.err())
+    }
+
+    /// Whether the pod cgroup exists in any hierarchy.
+    pub fn exists(&self) -> bool {
+        manager(&self.path).is_ok_and(|m| m.paths().iter().any(|p| p.exists()))
+    }
+
+    /// Creates the pod cgroup and writes `resources` to it.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), SandboxError> {
+        let m = self.manager(&self.path)?;
+        create_retrying(m.as_ref()).map_err(self.err())?;
+        if let Some(r) = resources {
+            m.apply(r).map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// Puts the pod init into its leaf.
+    pub fn add_init(&self, pid: i32) -> Result<(), SandboxError> {
+        let m = self.manager(&self.path.join(INIT_LEAF))?;
+        create_retrying(m.as_ref()).map_err(self.err())?;
+        m.add_pid(Pid::from_raw(pid)).map_err(self.err())
+    }
+
+    /// Usage of the whole pod (every hierarchy counts descendants).
+    pub fn stats(&self) -> Result<CgroupStats, SandboxError> {
+        self.manager(&self.path)?.stats().map_err(self.err())
+    }
+
+    /// Every process left in the pod's cgroups.
+    pub fn pids(&self) -> Result<Vec<Pid>, SandboxError> {
+        self.manager(&self.path)?.pids().map_err(self.err())
+    }
+
+    /// SIGKILLs whatever is left, removes the tree leaf-first, then the
+    /// empty parents up to and including `prefix`.
+    pub fn delete(&self, prefix: &Path) -> Result<(), SandboxError> {
+        let m = self.manager(&self.path)?;
+        if !m.pids().map_err(self.err())?.is_empty() {
+            m.kill_all(Signal::SIGKILL).map_err(self.err())?;
+        }
+        m.delete().map_err(self.err())?;
+        prune_empty_parents(&self.path, prefix, false);
+        Ok(())
+    }
+}
+
+/// `create`, retried when a concurrent prune removed a parent mid-way.
+fn create_retrying(m: &dyn CgroupManager) -> Result<(), CgroupError> {
+    let mut tries = 0;
+    loop {
+        match m.create() {
+            Err(CgroupError::Mkdir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && tries < 5 => {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Removes the empty parents of `cgroup` (already removed) that lie under
+/// `prefix`, up to and including `prefix`; stops at the first one that is
+/// not empty. With `keep_pods`, stops at a pod cgroup (`<prefix>/pods/<x>`:
+/// the sandbox removes those). Best effort: failures only end the walk.
+pub fn prune_empty_parents(cgroup: &Path, prefix: &Path, keep_pods: bool) {
+    if crate::cgroups::validate_cgroups_path(prefix).is_err() || !prefix.is_absolute() {
+        return;
+    }
+    let pods = prefix.join("pods");
+    let mut cur = cgroup.parent();
+    while let Some(dir) = cur.filter(|d| d.starts_with(prefix)) {
+        if keep_pods && dir.parent() == Some(pods.as_path()) {
+            return;
+        }
+        let Ok(m) = manager(dir) else {
+            return;
+        };
+        for p in m.paths() {
+            match std::fs::remove_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::debug!(cgroup = %p.display(), error = %e, "parent cgroup kept");
+                    return;
+                }
+            }
+        }
+        cur = dir.parent();
+    }
+}
+
+/// Pod IDs that have a cgroup under `<prefix>/pods` in any hierarchy.
+pub fn list_pod_ids(prefix: &Path) -> Result<Vec<String>, SandboxError> {
+    let pods = prefix.join("pods");
+    let m = manager(&pods).map_err(|source| SandboxError::Cgroup {
+        id: String::new(),
+        source,
+    })?;
+    let mut ids: Vec<String> = m
+        .paths()
+        .iter()
+        .filter_map(|p| std::fs::read_dir(p).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_paths() {
+        assert_eq!(pod_path(Path::new("/berth"), "p1"), PathBuf::from("/berth/pods/p1"));
+        let c = PodCgroup::new(Path::new("/x"), "p");
+        assert_eq!(c.path(), Path::new("/x/pods/p"));
+    }
+}
