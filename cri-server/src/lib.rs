@@ -20,6 +20,7 @@ pub mod introspect;
 pub mod metrics;
 pub mod metrics_server;
 pub mod observability;
+pub mod oci;
 pub mod runtime;
 pub mod sandbox;
 pub mod store;
