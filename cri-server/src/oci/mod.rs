@@ -42,7 +42,7 @@
 //! namespace, which already carries it (or the host's, for host network).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
@@ -130,8 +130,9 @@ pub struct SpecOptions {
     pub default_capabilities: Vec<String>,
     /// `RLIMIT_NOFILE` (soft and hard) of the container process.
     pub rlimit_nofile: u64,
-    /// Whether unprivileged containers get a cgroup namespace (true on
-    /// cgroup v2 hosts, as containerd).
+    /// Whether unprivileged containers get a cgroup namespace: set it with
+    /// [`cgroup_namespace_for`] from the host's cgroup mode (containerd
+    /// gives one on cgroup v2 hosts only). Off by default.
     pub cgroup_namespace: bool,
     pub host: Arc<dyn Host>,
 }
@@ -145,10 +146,17 @@ impl SpecOptions {
             seccomp_profile_root: PathBuf::from("/var/lib/kubelet/seccomp"),
             default_capabilities: defaults::DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             rlimit_nofile: defaults::DEFAULT_RLIMIT_NOFILE,
-            cgroup_namespace: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            cgroup_namespace: false,
             host: Arc::new(SystemHost::default()),
         }
     }
+}
+
+/// Whether containers get a cgroup namespace on a host in `mode`: only on
+/// pure cgroup v2 hosts, as containerd (on v1 a cgroup namespace would hide
+/// the hierarchies tools inside expect).
+pub fn cgroup_namespace_for(mode: berth_runtime::cgroups::CgroupMode) -> bool {
+    mode == berth_runtime::cgroups::CgroupMode::Unified
 }
 
 impl From<ImageFilesError> for CriError {

@@ -401,3 +401,12 @@ fn every_rule_error_reaches_the_caller() {
         Err(CriError::Internal(_))
     ));
 }
+
+#[test]
+fn cgroup_namespace_only_on_unified_hosts() {
+    use berth_runtime::cgroups::CgroupMode;
+    assert!(cgroup_namespace_for(CgroupMode::Unified));
+    assert!(!cgroup_namespace_for(CgroupMode::Hybrid));
+    assert!(!cgroup_namespace_for(CgroupMode::Legacy));
+    assert!(!SpecOptions::new("/r").cgroup_namespace);
+}
