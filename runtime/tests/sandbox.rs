@@ -260,6 +260,15 @@ fn pinned_namespaces_stay_alive_with_no_process_and_unpin_is_idempotent() {
     assert!(out.status.success() && text.starts_with("pinned\n"), "{text:?}");
     assert!(pinned.shm.as_ref().is_some_and(|p| p.is_dir()));
     assert_eq!(mounts_mentioning(&dir).len(), 4, "{:?}", mounts_mentioning(&dir));
+    // The pods root is a private self-bind: nothing under it propagates.
+    let root_line = mounts_mentioning(&pods.root)
+        .into_iter()
+        .find(|l| l.split(' ').nth(4) == pods.root.to_str())
+        .expect("the pods root is a mount point");
+    assert!(
+        !root_line.contains("shared:") && !root_line.contains("master:"),
+        "{root_line}"
+    );
 
     sandbox::unpin(&dir).unwrap();
     sandbox::unpin(&dir).unwrap();
@@ -433,6 +442,10 @@ fn shared_pid_namespace_shm_stats_and_teardown() {
     for id in ["one", "two"] {
         pods.engine.delete(id, true).unwrap();
     }
+    assert!(
+        !pods.cgroup_dirs(&pod.cgroup_path).is_empty(),
+        "deleting a container keeps its pod's cgroup"
+    );
     pods.engine.stop_pod_sandbox("pidpod", Duration::from_secs(2)).unwrap();
     pods.engine.stop_pod_sandbox("pidpod", Duration::from_secs(2)).unwrap();
     let stopped = pods.engine.pod_sandbox("pidpod").unwrap();
@@ -539,4 +552,57 @@ fn recover_reports_a_killed_pod_init_and_cleans_a_half_created_pod() {
         1,
         "only the pods root's self-bind is left"
     );
+}
+
+#[test]
+fn unpin_reaches_copies_of_the_binds_in_other_mount_namespaces() {
+    if !is_root() {
+        return;
+    }
+    let pods = Pods::new();
+    let dir = pods.root.join("prop");
+    let pinned = sandbox::pin(
+        Path::new(POD_INIT),
+        &dir,
+        &PinRequest {
+            net: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A mount namespace made while the bind exists and remounted private
+    // (unshare(1)'s default): no umount propagates into it; unpin's unlink
+    // of the bind target must still free its copy.
+    let mut other = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    let pid = other.id();
+    let own_mnt = ns_inode(Path::new("/proc/self/ns/mnt"));
+    eventually("the other mount namespace", || {
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            .is_ok_and(|_| ns_inode(Path::new(&format!("/proc/{pid}/ns/mnt"))) != own_mnt)
+    });
+    let mountinfo = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+    let net = pinned.net.as_ref().unwrap().to_str().unwrap().to_string();
+    assert!(read(&mountinfo).contains(&net), "the copy exists");
+    sandbox::unpin(&dir).unwrap();
+    let left = read(&mountinfo);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(!left.contains(&net), "the copy outlived unpin: {left}");
+}
+
+#[test]
+fn deleting_a_container_removes_empty_parents_up_to_the_prefix() {
+    if !is_root() {
+        return;
+    }
+    let pods = Pods::new();
+    let mut b = pods.env.bundle("plain", "sleep 300");
+    b.spec["linux"]["cgroupsPath"] = json!(pods.prefix.join("group/plain"));
+    pods.start(&b, "plain");
+    assert!(!pods.cgroup_dirs(&pods.prefix.join("group/plain")).is_empty());
+    pods.engine.delete("plain", true).unwrap();
+    assert_eq!(pods.cgroup_dirs(&pods.prefix), Vec::<PathBuf>::new());
 }

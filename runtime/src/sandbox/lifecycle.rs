@@ -66,7 +66,7 @@ fn pod_dir(paths: &SandboxPaths, id: &str) -> Result<PathBuf, SandboxError> {
 pub fn run(paths: &SandboxPaths, spec: &PodSandboxSpec) -> Result<PodSandbox, SandboxError> {
     let id = spec.id.as_str();
     let dir = pod_dir(paths, id)?;
-    super::mounts::ensure_shared_root(&paths.root)?;
+    super::mounts::ensure_private_root(&paths.root)?;
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(SandboxError::Exists(id.to_string())),

@@ -12,7 +12,7 @@
 //!   `berth-pod-init` binary (no async, no serde, no tracing): unshare,
 //!   hostname, sysctls, `lo` up, the PID 1 loop and its supervisor.
 //! - [`sysctl`]: which sysctls a pod may set.
-//! - [`mounts`]: the pods root as a shared self-bind, nsfs binds, the shm
+//! - [`mounts`]: the pods root as a private self-bind, nsfs binds, the shm
 //!   tmpfs, and reading mountinfo.
 //! - [`cgroup`]: the pod cgroup (`<prefix>/pods/<id>`), its stats, and the
 //!   removal of empty berth parents.
@@ -23,7 +23,7 @@
 //! # On disk
 //!
 //! ```text
-//! <pods root>/                  a self-bind mount with shared propagation
+//! <pods root>/                  a self-bind mount with private propagation
 //! <pods root>/<id>/pod.json     PodRecord (temp file + rename)
 //! <pods root>/<id>/init         "pid start_time sup_pid sup_start": the pod init
 //!                               and its supervisor, written before any bind
@@ -48,19 +48,22 @@
 //! whose init died (pid + start time no longer match) or whose nsfs binds
 //! are no longer nsfs reads as not ready.
 //!
-//! # Mount propagation (why the pods root is *shared*)
+//! # Mount propagation, and why unpinning frees every copy
 //!
 //! An nsfs bind keeps its namespace alive in every mount namespace holding a
 //! copy of it. Copies appear when another mount namespace is made while the
 //! bind exists (a container's init before its `pivot_root`, a systemd
-//! service with `PrivateTmp`) or when a container bind-mounts a host dir
-//! above the pods root. With a *private* pods root those copies never see
-//! our unmount, and the namespace outlives the pod. With a *shared* one
-//! (what `ip netns` does for `/run/netns`, and CNI's netns helpers), the
-//! copies are peers or — after the usual `rslave` remount in the other
-//! namespace (runc and berth's init default, systemd) — slaves, and our
-//! `umount` propagates to them. Containers lose their copies anyway when
-//! their init detaches the old root after `pivot_root`.
+//! service with `PrivateTmp`, `unshare -m`). The pods root is a *private*
+//! self-bind, so later binds never propagate anywhere: no copy appears in
+//! namespaces made before the pin, and a pin costs one mount, not one per
+//! peer. Copies made afterwards are not reached by our `umount` (nor would
+//! they be with shared propagation once the other namespace remounts
+//! itself private, as `unshare -m` does), so [`pin::unpin`] also *removes*
+//! the bind target files: since Linux 3.18 unlinking a mount point detaches
+//! the mounts on it in every mount namespace. The root test
+//! `unpin_reaches_copies_of_the_binds_in_other_mount_namespaces` checks it.
+//! Containers lose their copies anyway when their init detaches the old
+//! root after `pivot_root`.
 
 pub mod cgroup;
 pub mod helper;
@@ -85,7 +88,7 @@ pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 /// Where pods live and what runs them; part of the engine's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxPaths {
-    /// One directory per pod (a shared self-bind mount, see the module doc).
+    /// One directory per pod (a private self-bind mount, see the module doc).
     pub root: PathBuf,
     /// The `berth-pod-init` binary (pin helper, pod init, supervisor).
     pub pod_init_binary: PathBuf,

@@ -1,4 +1,4 @@
-//! The mounts a pod owns: the pods root as a shared self-bind (see the
+//! The mounts a pod owns: the pods root as a private self-bind (see the
 //! propagation note in [`super`]), nsfs bind mounts, the shm tmpfs; and
 //! reading mountinfo to find what is mounted under a directory.
 
@@ -76,16 +76,16 @@ pub fn is_mount_point(mountinfo: &Path, path: &Path) -> Result<bool, SandboxErro
     Ok(mount_points(&text).iter().any(|m| m == path))
 }
 
-/// Roots already made shared self-binds by this process.
+/// Roots already made private self-binds by this process.
 fn prepared_roots() -> &'static Mutex<HashSet<PathBuf>> {
     static ROOTS: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
     ROOTS.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-/// Makes `root` (created if missing) a mount point of its own with shared
+/// Makes `root` (created if missing) a mount point of its own with private
 /// propagation: bound onto itself if it is not a mount point yet, then
-/// `MS_SHARED`. Idempotent; safe to call from many threads.
-pub fn ensure_shared_root(root: &Path) -> Result<(), SandboxError> {
+/// `MS_PRIVATE`. Idempotent; safe to call from many threads.
+pub fn ensure_private_root(root: &Path) -> Result<(), SandboxError> {
     let mut done = prepared_roots().lock().unwrap_or_else(|e| e.into_inner());
     if done.contains(root) {
         return Ok(());
@@ -99,8 +99,8 @@ pub fn ensure_shared_root(root: &Path) -> Result<(), SandboxError> {
         nix::mount::mount(Some(root), root, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(sys("bind-mount onto itself", root))?;
     }
-    nix::mount::mount(None::<&str>, root, None::<&str>, MsFlags::MS_SHARED, None::<&str>)
-        .map_err(sys("make shared", root))?;
+    nix::mount::mount(None::<&str>, root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(sys("make private", root))?;
     done.insert(root.to_path_buf());
     Ok(())
 }

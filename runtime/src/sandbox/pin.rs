@@ -104,13 +104,13 @@ fn check(dir: &Path, req: &PinRequest) -> Result<(), SandboxError> {
 }
 
 /// Creates the pod's namespaces and pins them under `dir` (created; its
-/// parent becomes a shared self-bind mount). `helper` is the
+/// parent becomes a private self-bind mount). `helper` is the
 /// `berth-pod-init` binary. On failure, everything made is undone and both
 /// errors are kept if that fails too.
 pub fn pin(helper: &Path, dir: &Path, req: &PinRequest) -> Result<PinnedNamespaces, SandboxError> {
     check(dir, req)?;
     let root = dir.parent().expect("checked");
-    mounts::ensure_shared_root(root)?;
+    mounts::ensure_private_root(root)?;
     match std::fs::DirBuilder::new().mode(0o711).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -256,6 +256,9 @@ pub fn unpin_with_grace(dir: &Path, grace: Duration) -> Result<(), SandboxError>
         errs.keep(stop_init(dir, &p, grace));
     }
     errs.keep(mounts::detach_all_under(dir));
+    // Removing the bind targets is what frees copies of the binds in other
+    // mount namespaces: the kernel detaches every mount on an unlinked
+    // mount point (see the propagation note in the module doc).
     if let Err(source) = std::fs::remove_dir_all(dir) {
         if source.kind() != std::io::ErrorKind::NotFound {
             errs.push(SandboxError::Io {
