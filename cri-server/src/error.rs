@@ -16,11 +16,32 @@ pub enum CriError {
     Unimplemented { rpc: &'static str },
     #[error(transparent)]
     Images(#[from] ImagesError),
+    /// An unknown pod, container or image ID.
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// A name or resource already held; the message names the holder.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Valid request, wrong state (e.g. starting a container twice).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Container(#[from] berth_runtime::container::ContainerError),
+    #[error(transparent)]
+    Sandbox(#[from] berth_runtime::sandbox::SandboxError),
+    #[error("pod network: {0}")]
+    Network(#[from] berth_cni::Error),
     #[error("{0}")]
     Internal(String),
 }
 
 impl CriError {
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        CriError::NotFound { kind, id: id.into() }
+    }
+
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         CriError::InvalidArgument {
             field,
@@ -33,6 +54,15 @@ impl CriError {
             CriError::InvalidArgument { .. } => Code::InvalidArgument,
             CriError::Unimplemented { .. } => Code::Unimplemented,
             CriError::Images(e) => images_code(e.kind()),
+            CriError::NotFound { .. } => Code::NotFound,
+            CriError::AlreadyExists(_) => Code::AlreadyExists,
+            CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::Store(crate::store::StoreError::NameInUse { .. }) => Code::AlreadyExists,
+            CriError::Store(crate::store::StoreError::NotFound { .. }) => Code::NotFound,
+            CriError::Container(berth_runtime::container::ContainerError::State(
+                berth_runtime::state::StateError::NotFound(_),
+            )) => Code::NotFound,
+            CriError::Store(_) | CriError::Container(_) | CriError::Sandbox(_) | CriError::Network(_) => Code::Internal,
             CriError::Internal(_) => Code::Internal,
         }
     }

@@ -7,10 +7,14 @@
 //! - [`introspect`]: berth's side service for berthctl (pull progress).
 //! - [`error`]: the one place errors become gRPC statuses; [`edge`] wraps
 //!   every handler with it and with [`metrics`] (served by [`metrics_server`]).
+//! - [`sandbox`], [`container`]: the pod and container RPCs, one file each;
+//!   [`oci`] turns a CRI container config into an OCI spec; [`services`] is
+//!   what they share (stores, engine, network).
 //! - [`store`]: pod and container metadata (redb) and their state machines.
 //! - [`ctl`]: the berthctl CLI.
 
 pub mod config;
+pub mod container;
 pub mod ctl;
 pub mod daemon;
 pub mod edge;
@@ -23,4 +27,5 @@ pub mod observability;
 pub mod oci;
 pub mod runtime;
 pub mod sandbox;
+pub mod services;
 pub mod store;

@@ -59,6 +59,11 @@ impl Engine {
         }
     }
 
+    /// The `berth-runtime` binary this engine runs.
+    pub fn runtime_binary(&self) -> &Path {
+        &self.runtime_binary
+    }
+
     pub fn state_dir(&self) -> &StateDir {
         &self.dir
     }

@@ -28,6 +28,8 @@ pub struct Config {
     pub metrics_address: String,
     pub images: ImagesConfig,
     pub cni: CniConfig,
+    /// The built-in pod network, used when no CNI config exists.
+    pub network: NetworkConfig,
     pub runtime: RuntimeConfig,
     /// Per upstream registry host: mirrors, plain-HTTP, credentials, TLS.
     pub registries: BTreeMap<String, HostConfig>,
@@ -43,6 +45,7 @@ impl Default for Config {
             metrics_address: String::new(),
             images: ImagesConfig::default(),
             cni: CniConfig::default(),
+            network: NetworkConfig::default(),
             runtime: RuntimeConfig::default(),
             registries: BTreeMap::new(),
         }
@@ -97,15 +100,36 @@ impl Default for CniConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Bridge of the built-in network.
+    pub bridge: String,
+    /// IPv4 subnet pods get addresses from; the bridge takes the first host address.
+    pub subnet: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "berth0".into(),
+            subnet: "10.88.0.0/16".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Only `cgroupfs` is supported.
     pub cgroup_driver: String,
+    /// The `berth-runtime` binary; empty means next to `berthd`.
+    pub binary: String,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             cgroup_driver: "cgroupfs".into(),
+            binary: String::new(),
         }
     }
 }
@@ -178,6 +202,30 @@ impl Config {
                     self.runtime.cgroup_driver
                 ),
             ));
+        }
+        let bridge = &self.network.bridge;
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || !bridge.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err((
+                "network.bridge".into(),
+                format!("{bridge:?} is not an interface name (1-15 of [A-Za-z0-9._-])"),
+            ));
+        }
+        if self
+            .network
+            .subnet
+            .parse::<berth_cni::IpNetwork>()
+            .map_or(true, |n| !n.addr.is_ipv4())
+        {
+            return Err((
+                "network.subnet".into(),
+                format!("{:?} is not an IPv4 CIDR", self.network.subnet),
+            ));
+        }
+        if !self.runtime.binary.is_empty() {
+            absolute("runtime.binary", Path::new(&self.runtime.binary))?;
         }
         for (host, cfg) in &self.registries {
             validate_registry(host, cfg)?;

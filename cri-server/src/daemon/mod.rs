@@ -17,11 +17,17 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
 
+use berth_cni::{AutoNetwork, BridgeConfig, BridgeNetwork, CniRunner, CniRunnerConfig};
+use berth_runtime::engine::Engine;
+
 use crate::config::Config;
 use crate::image::ImageHandlers;
 use crate::introspect::proto::introspect_server::IntrospectServer;
 use crate::introspect::IntrospectHandlers;
 use crate::runtime::RuntimeHandlers;
+use crate::sandbox::files::HostFiles;
+use crate::services::{IdLocks, Services};
+use crate::store::CriStore;
 use lock::InstanceLock;
 
 /// The kubelet sends and accepts messages up to 16 MiB.
@@ -61,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("open image store")?
     };
     let store = Arc::new(store);
+    let services = Arc::new(build_services(config.clone(), store.clone())?);
 
     let _metrics = match config.metrics_address.parse() {
         Ok(address) => Some(
@@ -74,7 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = socket::bind(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), root = %config.root.display(), state = %config.state.display(), "berthd serving CRI v1");
 
-    let runtime = RuntimeServiceServer::new(RuntimeHandlers::new(config.clone()))
+    let runtime = RuntimeServiceServer::new(RuntimeHandlers::new(services.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let images = ImageServiceServer::new(ImageHandlers::new(store.clone()))
@@ -117,6 +124,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+/// The engine, the pod network and the CRI store, on the configured dirs.
+fn build_services(config: Arc<Config>, images: Arc<ImageStore>) -> anyhow::Result<Services> {
+    let runtime_binary = if config.runtime.binary.is_empty() {
+        std::env::current_exe()
+            .context("locate berthd")?
+            .with_file_name("berth-runtime")
+    } else {
+        std::path::PathBuf::from(&config.runtime.binary)
+    };
+    let engine = Engine::new(config.state.join("runtime"), runtime_binary);
+    let cri = CriStore::open(&config.root.join("cri.redb")).context("open the pod/container store")?;
+    let cni = CniRunner::new(CniRunnerConfig {
+        conf_dir: config.cni.conf_dir.clone(),
+        bin_dirs: config.cni.bin_dirs.clone(),
+        cache_dir: config.state.join("cni-cache"),
+        ..CniRunnerConfig::default()
+    });
+    let subnet = config
+        .network
+        .subnet
+        .parse()
+        .map_err(|e| anyhow::anyhow!("network.subnet: {e}"))?;
+    let bridge = BridgeNetwork::new(BridgeConfig {
+        bridge: config.network.bridge.clone(),
+        subnet,
+        ipam_dir: config.root.join("network/ipam").join(&config.network.bridge),
+        ..BridgeConfig::default()
+    })
+    .context("built-in network")?;
+    Ok(Services {
+        pods_dir: config.state.join("pods"),
+        containers_dir: config.root.join("containers"),
+        config,
+        images,
+        store: Arc::new(cri),
+        engine: Arc::new(engine),
+        network: Arc::new(AutoNetwork::new(cni, bridge)),
+        host_files: HostFiles::default(),
+        locks: IdLocks::default(),
+    })
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {

@@ -1,40 +1,29 @@
-//! Status: RuntimeReady and NetworkReady, truthfully.
+//! Status: RuntimeReady and NetworkReady, from real checks.
 //!
-//! This build of berthd serves images only: its container engine and pod
-//! networking are not wired in yet, so both conditions are false with a reason
-//! the kubelet shows on the node. They become real checks when the engine and
-//! CNI land.
+//! RuntimeReady: the engine's binaries are there and executable (without
+//! them no container can start). NetworkReady: the pod network (a CNI config,
+//! or the built-in bridge) says it can network pods.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
+use berth_cni::NetworkStatus;
 use k8s_cri::v1::{RuntimeCondition, RuntimeStatus, StatusRequest, StatusResponse};
 
 use crate::config::Config;
 use crate::error::CriError;
+use crate::services::Services;
 
 pub const RUNTIME_READY: &str = "RuntimeReady";
 pub const NETWORK_READY: &str = "NetworkReady";
 
-pub async fn status(config: &Config, request: StatusRequest) -> Result<StatusResponse, CriError> {
-    let conditions = vec![
-        RuntimeCondition {
-            r#type: RUNTIME_READY.into(),
-            status: false,
-            reason: "ContainerEngineUnavailable".into(),
-            message: "this berthd build serves the image service only; it cannot run pods yet".into(),
-        },
-        RuntimeCondition {
-            r#type: NETWORK_READY.into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: format!(
-                "pod networking is not available in this build (CNI conf dir {})",
-                config.cni.conf_dir.display()
-            ),
-        },
-    ];
+pub async fn status(s: &Services, request: StatusRequest) -> Result<StatusResponse, CriError> {
+    let runtime = engine_problem(s.engine.runtime_binary());
+    let network = s.network.status().await;
+    let conditions = conditions(runtime, &network);
     let info = if request.verbose {
-        verbose_info(config)
+        verbose_info(&s.config)
     } else {
         HashMap::new()
     };
@@ -43,6 +32,53 @@ pub async fn status(config: &Config, request: StatusRequest) -> Result<StatusRes
         info,
         ..Default::default()
     })
+}
+
+/// Why the engine cannot run containers, if it cannot.
+fn engine_problem(runtime_binary: &Path) -> Option<String> {
+    let helpers = ["berth-monitor", "berth-pod-init"].map(|n| runtime_binary.with_file_name(n));
+    for binary in std::iter::once(runtime_binary.to_path_buf()).chain(helpers) {
+        match std::fs::metadata(&binary) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            Ok(_) => return Some(format!("{} is not an executable file", binary.display())),
+            Err(e) => return Some(format!("{}: {e}", binary.display())),
+        }
+    }
+    None
+}
+
+fn conditions(runtime_problem: Option<String>, network: &NetworkStatus) -> Vec<RuntimeCondition> {
+    let runtime = match runtime_problem {
+        None => RuntimeCondition {
+            r#type: RUNTIME_READY.into(),
+            status: true,
+            ..Default::default()
+        },
+        Some(message) => RuntimeCondition {
+            r#type: RUNTIME_READY.into(),
+            status: false,
+            reason: "ContainerEngineUnavailable".into(),
+            message,
+        },
+    };
+    let network = if network.ready {
+        RuntimeCondition {
+            r#type: NETWORK_READY.into(),
+            status: true,
+            ..Default::default()
+        }
+    } else {
+        RuntimeCondition {
+            r#type: NETWORK_READY.into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: network
+                .reason
+                .clone()
+                .unwrap_or_else(|| "pod network is not ready".into()),
+        }
+    };
+    vec![runtime, network]
 }
 
 /// The effective config, credentials removed.
@@ -62,19 +98,48 @@ fn verbose_info(config: &Config) -> HashMap<String, String> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn conditions_are_false_with_reasons_and_secrets_are_redacted() {
+    #[test]
+    fn ready_and_not_ready_conditions_carry_reasons() {
+        let ready = conditions(None, &NetworkStatus::ready("berth0"));
+        assert!(ready.iter().all(|c| c.status));
+        let network = NetworkStatus {
+            ready: false,
+            reason: Some("no network config found in /x".into()),
+            network: None,
+        };
+        let down = conditions(Some("/usr/bin/berth-runtime: No such file".into()), &network);
+        assert!(down
+            .iter()
+            .all(|c| !c.status && !c.reason.is_empty() && !c.message.is_empty()));
+        assert!(down[1].message.contains("/x"));
+    }
+
+    #[test]
+    fn missing_engine_binaries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("berth-runtime");
+        assert!(engine_problem(&runtime).unwrap().contains("berth-runtime"));
+        for name in ["berth-runtime", "berth-monitor"] {
+            std::fs::write(dir.path().join(name), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(dir.path().join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        assert!(engine_problem(&runtime).unwrap().contains("berth-pod-init"));
+        std::fs::write(dir.path().join("berth-pod-init"), "").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("berth-pod-init"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert!(engine_problem(&runtime).is_none());
+    }
+
+    #[test]
+    fn verbose_info_redacts_secrets() {
         let mut config = Config::default();
         let host = config.registries.entry("docker.io".into()).or_default();
         host.username = Some("u".into());
         host.password = Some("hunter2".into());
-        let resp = status(&config, StatusRequest { verbose: true }).await.unwrap();
-        let conditions = resp.status.unwrap().conditions;
-        assert_eq!(conditions.len(), 2);
-        assert!(conditions
-            .iter()
-            .all(|c| !c.status && !c.reason.is_empty() && !c.message.is_empty()));
-        let info = &resp.info["config"];
+        let info = &verbose_info(&config)["config"];
         assert!(!info.contains("hunter2") && info.contains("<redacted>"), "{info}");
     }
 }
