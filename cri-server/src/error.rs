@@ -25,6 +25,10 @@ pub enum CriError {
     /// Valid request, wrong state (e.g. starting a container twice).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The operation ran out of its own time (ExecSync's timeout): the
+    /// kubelet reads this code as a timed-out probe.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -35,6 +39,12 @@ pub enum CriError {
     Network(#[from] berth_cni::Error),
     #[error("{0}")]
     Internal(String),
+    /// A failure whose cleanup failed too; both are kept, the code is the first's.
+    #[error("{first}; cleanup also failed: {cleanup}")]
+    WithCleanup {
+        first: Box<CriError>,
+        cleanup: Box<CriError>,
+    },
 }
 
 impl CriError {
@@ -49,6 +59,17 @@ impl CriError {
         }
     }
 
+    /// Adds `cleanup`'s failure to `self`, keeping both.
+    pub fn with_cleanup(self, cleanup: Result<(), CriError>) -> CriError {
+        match cleanup {
+            Ok(()) => self,
+            Err(c) => CriError::WithCleanup {
+                first: Box::new(self),
+                cleanup: Box::new(c),
+            },
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             CriError::InvalidArgument { .. } => Code::InvalidArgument,
@@ -57,13 +78,22 @@ impl CriError {
             CriError::NotFound { .. } => Code::NotFound,
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Store(crate::store::StoreError::NameInUse { .. }) => Code::AlreadyExists,
             CriError::Store(crate::store::StoreError::NotFound { .. }) => Code::NotFound,
             CriError::Container(berth_runtime::container::ContainerError::State(
                 berth_runtime::state::StateError::NotFound(_),
             )) => Code::NotFound,
+            CriError::Sandbox(
+                berth_runtime::sandbox::SandboxError::Sysctl { .. }
+                | berth_runtime::sandbox::SandboxError::InvalidRequest { .. }
+                | berth_runtime::sandbox::SandboxError::InvalidId(_),
+            ) => Code::InvalidArgument,
+            CriError::Sandbox(berth_runtime::sandbox::SandboxError::NotFound(_)) => Code::NotFound,
+            CriError::Network(berth_cni::Error::InvalidRequest(_)) => Code::InvalidArgument,
             CriError::Store(_) | CriError::Container(_) | CriError::Sandbox(_) | CriError::Network(_) => Code::Internal,
             CriError::Internal(_) => Code::Internal,
+            CriError::WithCleanup { first, .. } => first.code(),
         }
     }
 }
@@ -144,6 +174,18 @@ mod tests {
             assert_eq!(status.code(), code, "{text}");
             assert_eq!(status.message(), text);
         }
+    }
+
+    #[test]
+    fn cleanup_failures_keep_both_errors_and_the_first_code() {
+        let e = CriError::not_found("pod sandbox", "p1").with_cleanup(Err(CriError::Internal("umount /x".into())));
+        assert_eq!(e.code(), Code::NotFound);
+        let text = e.to_string();
+        assert!(text.contains("p1") && text.contains("umount /x"), "{text}");
+        assert!(matches!(
+            CriError::invalid("f", "r").with_cleanup(Ok(())),
+            CriError::InvalidArgument { .. }
+        ));
     }
 
     #[test]

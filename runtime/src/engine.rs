@@ -210,6 +210,44 @@ impl Engine {
         self.call(id, &Request::Resize { rows, cols })
     }
 
+    /// CRI UpdateContainerResources: writes `resources` to the cgroup of
+    /// container `id` (the same files as at create, see
+    /// [`crate::cgroups::CgroupManager::update`]).
+    pub fn update_resources(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<(), ContainerError> {
+        self.cgroup_of(id)?
+            .update(resources)
+            .map_err(|source| ContainerError::Cgroup {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// Resource usage of container `id`'s cgroup (CRI ContainerStats).
+    pub fn stats(&self, id: &str) -> Result<crate::cgroups::CgroupStats, ContainerError> {
+        self.cgroup_of(id)?.stats().map_err(|source| ContainerError::Cgroup {
+            id: id.to_string(),
+            source,
+        })
+    }
+
+    fn cgroup_of(&self, id: &str) -> Result<Box<dyn container::cgroup::CgroupManager>, ContainerError> {
+        let c = self.state(id)?;
+        let path = c.state.cgroup_path.ok_or_else(|| ContainerError::WrongStatus {
+            id: id.to_string(),
+            status: c.status,
+            action: "a cgroup operation",
+            needed: "set up (it has no cgroup yet)",
+        })?;
+        container::cgroup::manager(&path).map_err(|source| ContainerError::Cgroup {
+            id: id.to_string(),
+            source,
+        })
+    }
+
     pub fn reopen_log(&self, id: &str) -> Result<(), ContainerError> {
         self.call(id, &Request::ReopenLog)
     }

@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,16 @@ pub struct ContainerRecord {
     pub message: String,
     /// Absolute CRI log path (`log_directory` + `log_path`), if any.
     pub log_path: Option<PathBuf>,
+    /// The image's StopSignal (e.g. `SIGINT`), if it names one.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Resources of the last UpdateContainerResources (else the config's).
+    #[serde(default)]
+    pub resources: Option<LinuxContainerResources>,
+    /// The image layer directories the rootfs stacks (top first), kept in
+    /// use for image garbage collection while the container exists.
+    #[serde(default)]
+    pub lower_dirs: Vec<PathBuf>,
 }
 
 impl ContainerRecord {

@@ -53,6 +53,9 @@ fn container(id: &str, pod: &PodRecord, name: &str) -> ContainerRecord {
         reason: String::new(),
         message: String::new(),
         log_path: None,
+        stop_signal: None,
+        resources: None,
+        lower_dirs: Vec::new(),
     }
 }
 
