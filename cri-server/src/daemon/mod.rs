@@ -68,6 +68,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let store = Arc::new(store);
     let services = Arc::new(build_services(config.clone(), store.clone())?);
+    crate::container::recover(&services)
+        .await
+        .context("recover container records")?;
+    crate::recovery::recover(&services).await.context("restart recovery")?;
 
     let _metrics = match config.metrics_address.parse() {
         Ok(address) => Some(

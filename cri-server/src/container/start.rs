@@ -1,0 +1,42 @@
+//! StartContainer: release a created container's init (the engine's
+//! `start`); the record becomes Running.
+
+use std::sync::Arc;
+
+use k8s_cri::v1::{StartContainerRequest, StartContainerResponse};
+use tracing::Instrument;
+
+use super::{detached, lock_key, record, refresh_locked};
+use crate::error::CriError;
+use crate::services::{blocking, now_nanos, Services};
+use crate::store::ContainerState;
+
+pub async fn start(s: &Arc<Services>, request: StartContainerRequest) -> Result<StartContainerResponse, CriError> {
+    let id = request.container_id;
+    let span = tracing::info_span!("start_container", container_id = %id);
+    let s = s.clone();
+    detached(
+        async move {
+            let _lock = s.locks.lock(&lock_key(&id)).await;
+            let rec = refresh_locked(&s, record(&s, &id)?).await?;
+            if rec.state != ContainerState::Created {
+                return Err(CriError::FailedPrecondition(format!(
+                    "container {id} is {:?}: only a created container can be started",
+                    rec.state
+                )));
+            }
+            {
+                let (s, id) = (s.clone(), id.clone());
+                blocking(move || Ok(s.engine.start(&id)?)).await?;
+            }
+            let mut rec = rec;
+            rec.state = ContainerState::Running;
+            rec.started_at = now_nanos();
+            s.store.update_container(&rec)?;
+            tracing::info!("container started");
+            Ok(StartContainerResponse {})
+        }
+        .instrument(span),
+    )
+    .await
+}
