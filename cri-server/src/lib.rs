@@ -10,7 +10,8 @@
 //! - [`sandbox`], [`container`]: the pod and container RPCs, one file each;
 //!   [`oci`] turns a CRI container config into an OCI spec; [`services`] is
 //!   what they share (stores, engine, network).
-//! - [`store`]: pod and container metadata (redb) and their state machines.
+//! - [`store`]: pod and container metadata (redb) and their state machines;
+//!   [`recovery`] reconciles it with the engine and network at start.
 //! - [`ctl`]: the berthctl CLI.
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod metrics_server;
 pub mod observability;
 pub mod oci;
+pub mod recovery;
 pub mod runtime;
 pub mod sandbox;
 pub mod services;
