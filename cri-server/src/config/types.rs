@@ -123,6 +123,10 @@ pub struct RuntimeConfig {
     pub cgroup_driver: String,
     /// The `berth-runtime` binary; empty means next to `berthd`.
     pub binary: String,
+    /// cgroup path under which pods get `<prefix>/pods/<id>`. Restart
+    /// recovery removes pod cgroups under it that this berthd does not know,
+    /// so two berthds on one machine (tests) need different prefixes.
+    pub cgroup_prefix: String,
 }
 
 impl Default for RuntimeConfig {
@@ -130,6 +134,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cgroup_driver: "cgroupfs".into(),
             binary: String::new(),
+            cgroup_prefix: "/berth".into(),
         }
     }
 }
@@ -226,6 +231,14 @@ impl Config {
         }
         if !self.runtime.binary.is_empty() {
             absolute("runtime.binary", Path::new(&self.runtime.binary))?;
+        }
+        let prefix = Path::new(&self.runtime.cgroup_prefix);
+        absolute("runtime.cgroup_prefix", prefix)?;
+        if prefix.components().count() < 2 || prefix.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err((
+                "runtime.cgroup_prefix".into(),
+                format!("{prefix:?} must be a cgroup below the root, without \"..\""),
+            ));
         }
         for (host, cfg) in &self.registries {
             validate_registry(host, cfg)?;

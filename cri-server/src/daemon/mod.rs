@@ -139,7 +139,8 @@ fn build_services(config: Arc<Config>, images: Arc<ImageStore>) -> anyhow::Resul
     } else {
         std::path::PathBuf::from(&config.runtime.binary)
     };
-    let engine = Engine::new(config.state.join("runtime"), runtime_binary);
+    let engine =
+        Engine::new(config.state.join("runtime"), runtime_binary).with_cgroup_prefix(&config.runtime.cgroup_prefix);
     let cri = CriStore::open(&config.root.join("cri.redb")).context("open the pod/container store")?;
     let cni = CniRunner::new(CniRunnerConfig {
         conf_dir: config.cni.conf_dir.clone(),
