@@ -57,6 +57,18 @@ impl Berthd {
         let socket = state.join("berth.sock");
         let cfg = dir.path().join("berth.toml");
         std::fs::write(&cfg, config)?;
+        if !config.contains("cgroup_prefix") {
+            // berthd's restart recovery removes pod cgroups under its prefix
+            // that its own state does not know: parallel test daemons each
+            // need their own. A drop-in, so the test's [runtime] table stays intact.
+            let drop_ins = dir.path().join("berth.d");
+            std::fs::create_dir_all(&drop_ins)?;
+            let name = dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("berth-test");
+            std::fs::write(
+                drop_ins.join("00-test-harness.toml"),
+                format!("[runtime]\ncgroup_prefix = \"/{name}\"\n"),
+            )?;
+        }
         let mut d = Berthd {
             log: dir.path().join("berthd.log"),
             dir: Some(dir),
@@ -209,9 +221,30 @@ impl Drop for Berthd {
         }
         if let Some(d) = self.dir.take() {
             let path = d.path().to_path_buf();
+            unmount_everything_under(&path);
             if let Err(e) = d.close() {
                 eprintln!("could not remove {}: {e}", path.display());
             }
         }
+    }
+}
+
+/// Detach every mount under `dir` (deepest first): the engine's private
+/// self-bind of its pods root and anything a failed test left, so the temp
+/// dir can be removed.
+pub fn unmount_everything_under(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut targets: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|t| PathBuf::from(t.replace("\\040", " ")))
+        .filter(|t| t.starts_with(dir))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
+    targets.dedup();
+    for t in targets {
+        let _ = nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH);
     }
 }
