@@ -198,6 +198,7 @@ fn build(
     };
     let mut opts = SpecOptions::new(&rootfs);
     opts.cgroup_namespace = cgroup_namespace();
+    opts.rlimit_nofile = opts.rlimit_nofile.min(max_nofile());
     let spec = oci::container_spec(id, config, sandbox, &image_ctx, &opts)?;
     let spec_path = bundle.join("config.json");
     spec.save(&spec_path)
@@ -231,6 +232,36 @@ fn cgroup_namespace() -> bool {
         berth_runtime::cgroups::detect(Path::new("/proc/self/mountinfo"))
             .map(|layout| oci::cgroup_namespace_for(layout.mode()))
             .unwrap_or(false)
+    })
+}
+
+/// The highest RLIMIT_NOFILE a container can get from here: any value with
+/// CAP_SYS_RESOURCE, else no more than berthd's own hard limit (raising a
+/// hard limit needs the capability, which some hosts withhold even from root).
+fn max_nofile() -> u64 {
+    static MAX: OnceLock<u64> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let has_cap = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .is_some_and(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0);
+        let own_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(_, hard)| hard)
+            .unwrap_or(u64::MAX);
+        if has_cap {
+            u64::MAX
+        } else {
+            tracing::info!(
+                limit = own_hard,
+                "no CAP_SYS_RESOURCE: containers' RLIMIT_NOFILE capped at berthd's"
+            );
+            own_hard
+        }
     })
 }
 

@@ -1,0 +1,732 @@
+//! Containers over the CRI socket of a real berthd, driven as the kubelet
+//! drives them: create, start, exec, stop, remove, status and list; the
+//! image's Entrypoint/Cmd/Env/WorkingDir/USER; security contexts; logs;
+//! resources; and a berthd SIGKILLed while containers run.
+//!
+//! Each test gets its own berthd with its own bridge and subnet (an empty
+//! CNI conf dir, so the built-in network is used) and removes its pods
+//! (and with them their containers) when it ends, also on failure.
+//!
+//! The tests run one at a time: every berthd shares the host's `/berth`
+//! cgroup prefix, and a starting berthd's recovery removes pod cgroups it
+//! does not know — another test's pods included.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_tests::cri::runtime_service_client::RuntimeServiceClient;
+use berth_tests::cri::*;
+use berth_tests::daemon::Berthd;
+use berth_tests::fixture;
+use berth_tests::ops::{self, expect_err};
+use berth_tests::require_root;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Rt = RuntimeServiceClient<Channel>;
+
+/// A berthd with the test images pulled, and the pods the test made,
+/// removed on drop.
+struct Env {
+    d: Berthd,
+    rt: Rt,
+    pods: Vec<String>,
+    logs: tempfile::TempDir,
+    _cni: tempfile::TempDir,
+    /// Held for the test's whole life; dropped last, after the cleanup.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Env {
+    async fn start(net: u8, images: &[&str]) -> Env {
+        let serial = SERIAL.lock().await;
+        let cni = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[network]\nbridge = \"berthc{net:02}\"\nsubnet = \"10.2{net:02}.0.0/24\"\n\n[cni]\nconf_dir = \"{}\"\n",
+            cni.path().display()
+        );
+        let d = Berthd::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut ic = d.images().await;
+        for image in images {
+            ops::pull_ok(&mut ic, &fixture::shared().reference(image)).await;
+        }
+        let rt = d.runtime().await;
+        Env {
+            d,
+            rt,
+            pods: Vec::new(),
+            logs: tempfile::tempdir().unwrap(),
+            _cni: cni,
+            _serial: serial,
+        }
+    }
+
+    fn image(name: &str) -> String {
+        fixture::shared().reference(name)
+    }
+
+    async fn pod(&mut self, name: &str, privileged: bool) -> (String, PodSandboxConfig) {
+        let log_dir = self.logs.path().join(name);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let config = PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                namespace: "default".into(),
+                uid: format!("uid-{name}"),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: log_dir.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.log_tail()))
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.push(id.clone());
+        (id, config)
+    }
+
+    async fn create(
+        &mut self,
+        pod: &(String, PodSandboxConfig),
+        config: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.0.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod.1.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    /// Create and start; panics with berthd's log on failure.
+    async fn run(&mut self, pod: &(String, PodSandboxConfig), config: ContainerConfig) -> String {
+        let id = self
+            .create(pod, config)
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log_tail()));
+        self.rt
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log_tail()));
+        id
+    }
+
+    async fn status(&mut self, id: &str) -> Result<ContainerStatus, tonic::Status> {
+        self.rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().status.expect("status"))
+    }
+
+    async fn state(&mut self, id: &str) -> ContainerState {
+        ContainerState::try_from(self.status(id).await.unwrap().state).unwrap()
+    }
+
+    async fn wait_state(&mut self, id: &str, want: ContainerState) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status(id).await.unwrap();
+            if st.state == want as i32 {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {id} never became {want:?}: {st:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn exec(&mut self, id: &str, cmd: &[&str]) -> Result<ExecSyncResponse, tonic::Status> {
+        self.rt
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 10,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// ExecSync that must exit 0; its stdout, trimmed.
+    async fn sh(&mut self, id: &str, script: &str) -> String {
+        let r = self
+            .exec(id, &["sh", "-c", script])
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync {script:?}: {e}\n{}", self.d.log_tail()));
+        assert_eq!(
+            r.exit_code,
+            0,
+            "{script:?}: stderr {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8_lossy(&r.stdout).trim().to_string()
+    }
+
+    async fn stop(&mut self, id: &str, timeout: i64) {
+        self.rt
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", self.d.log_tail()));
+    }
+
+    async fn remove(&mut self, id: &str) {
+        self.rt
+            .remove_container(RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", self.d.log_tail()));
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let pods = std::mem::take(&mut self.pods);
+        let d = &self.d;
+        // The test's runtime is blocked in this drop: clean up on a thread
+        // with its own runtime and its own connection.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut c = d.runtime().await;
+                    for id in pods {
+                        let _ = c
+                            .stop_pod_sandbox(StopPodSandboxRequest {
+                                pod_sandbox_id: id.clone(),
+                            })
+                            .await;
+                        if let Err(e) = c
+                            .remove_pod_sandbox(RemovePodSandboxRequest {
+                                pod_sandbox_id: id.clone(),
+                            })
+                            .await
+                        {
+                            eprintln!("cleanup: RemovePodSandbox {id}: {e}");
+                        }
+                    }
+                });
+            });
+        });
+    }
+}
+
+fn meta(name: &str) -> Option<ContainerMetadata> {
+    Some(ContainerMetadata {
+        name: name.into(),
+        attempt: 0,
+    })
+}
+
+/// A busybox container running `script` under `sh -c`.
+fn shell(name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: meta(name),
+        image: Some(ops::spec(&Env::image("berth/busybox:latest"))),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("test".to_string(), name.to_string())]),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// Sleeps until SIGTERM, then exits 0.
+const SERVE: &str = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+
+fn security(f: impl FnOnce(&mut LinuxContainerSecurityContext)) -> Option<LinuxContainerConfig> {
+    let mut sc = LinuxContainerSecurityContext::default();
+    f(&mut sc);
+    Some(LinuxContainerConfig {
+        security_context: Some(sc),
+        ..Default::default()
+    })
+}
+
+fn log_file(pod: &PodSandboxConfig, name: &str) -> PathBuf {
+    Path::new(&pod.log_directory).join(format!("{name}/0.log"))
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn container_lifecycle_create_start_exec_stop_remove() {
+    require_root!();
+    let mut e = Env::start(10, &["berth/busybox:latest"]).await;
+    let pod = e.pod("life", false).await;
+    let id = e.create(&pod, shell("web", SERVE)).await.unwrap();
+    let st = e.status(&id).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerCreated as i32);
+    assert!(st.created_at > 0 && st.started_at == 0);
+    assert_eq!(st.image.as_ref().unwrap().image, Env::image("berth/busybox:latest"));
+    assert!(st.image_ref.starts_with("sha256:"), "{}", st.image_ref);
+    assert_eq!(st.labels["test"], "web");
+    assert_eq!(PathBuf::from(&st.log_path), log_file(&pod.1, "web"));
+
+    e.rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let st = e.status(&id).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+    assert!(st.started_at >= st.created_at);
+    let again =
+        e.rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    expect_err(again, &[Code::FailedPrecondition], "starting a running container");
+
+    assert_eq!(e.sh(&id, "hostname").await, "life");
+    assert_eq!(e.sh(&id, "id -u").await, "0");
+    let r = e
+        .exec(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"])
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 3);
+    assert_eq!(r.stdout, b"out\n");
+    assert_eq!(r.stderr, b"err\n");
+    let timed_out =
+        e.rt.exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await;
+    expect_err(timed_out, &[Code::DeadlineExceeded], "ExecSync past its timeout");
+    expect_err(e.exec(&id, &[]).await, &[Code::InvalidArgument], "ExecSync without cmd");
+
+    // Filters: by ID prefix, pod, state, labels.
+    let list = |f: ContainerFilter| ListContainersRequest { filter: Some(f) };
+    let found =
+        e.rt.list_containers(list(ContainerFilter {
+            id: id[..12].into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].pod_sandbox_id, pod.0);
+    let exited =
+        e.rt.list_containers(list(ContainerFilter {
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerExited as i32,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(exited.is_empty());
+    let by_label =
+        e.rt.list_containers(list(ContainerFilter {
+            label_selector: HashMap::from([("test".to_string(), "nope".to_string())]),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(by_label.is_empty());
+
+    e.stop(&id, 10).await;
+    let st = e.status(&id).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 0, "the TERM trap exits 0");
+    assert_eq!(st.reason, "Completed");
+    assert!(st.finished_at >= st.started_at);
+    expect_err(
+        e.exec(&id, &["true"]).await,
+        &[Code::FailedPrecondition],
+        "ExecSync in an exited container",
+    );
+    e.stop(&id, 10).await;
+    e.remove(&id).await;
+    e.remove(&id).await;
+    e.stop(&id, 10).await;
+    expect_err(e.status(&id).await, &[Code::NotFound], "status of a removed container");
+    assert!(
+        log_file(&pod.1, "web").exists(),
+        "the log file is the kubelet's to remove"
+    );
+}
+
+#[tokio::test]
+async fn exit_code_and_error_reason_of_a_failing_container() {
+    require_root!();
+    let mut e = Env::start(11, &["berth/busybox:latest"]).await;
+    let pod = e.pod("fail", false).await;
+    let id = e.run(&pod, shell("fail", "echo hello; echo oops >&2; exit 7")).await;
+    let st = e.wait_state(&id, ContainerState::ContainerExited).await;
+    assert_eq!(st.exit_code, 7);
+    assert_eq!(st.reason, "Error");
+    let log = std::fs::read_to_string(log_file(&pod.1, "fail")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for (line, (stream, text)) in lines.iter().zip([("stdout", "hello"), ("stderr", "oops")]) {
+        let parts: Vec<&str> = line.splitn(4, ' ').collect();
+        assert!(
+            parts[0].contains('T') && parts[0].ends_with('Z') || parts[0].contains('+'),
+            "{line}"
+        );
+        assert_eq!(&parts[1..], &[stream, "F", text], "{line}");
+    }
+}
+
+#[tokio::test]
+async fn image_entrypoint_env_workdir_and_user_merge_with_the_config() {
+    require_root!();
+    let mut e = Env::start(12, &["berth/user:v1", "berth/username:v1"]).await;
+    let pod = e.pod("merge", false).await;
+    // No command: the image's Entrypoint + Cmd as USER 1000 in WorkingDir.
+    let cfg = ContainerConfig {
+        metadata: meta("img"),
+        image: Some(ops::spec(&Env::image("berth/user:v1"))),
+        log_path: "img/0.log".into(),
+        ..Default::default()
+    };
+    let id = e.run(&pod, cfg.clone()).await;
+    e.wait_state(&id, ContainerState::ContainerExited).await;
+    let log = std::fs::read_to_string(log_file(&pod.1, "img")).unwrap();
+    assert!(log.contains("uid=1000"), "{log}");
+    assert!(log.contains("/home/berth"), "{log}");
+    assert!(log.contains(" F bar"), "{log}");
+
+    // args replace Cmd (Entrypoint kept), envs add to / override the image's,
+    // working_dir and run_as_user / run_as_group override the image's.
+    let cfg = ContainerConfig {
+        metadata: meta("over"),
+        args: vec![format!("echo $FOO $EXTRA; pwd; id -u; id -g; {SERVE}")],
+        envs: vec![
+            KeyValue {
+                key: "FOO".into(),
+                value: "baz".into(),
+            },
+            KeyValue {
+                key: "EXTRA".into(),
+                value: "x".into(),
+            },
+        ],
+        working_dir: "/tmp".into(),
+        log_path: "over/0.log".into(),
+        linux: security(|sc| {
+            sc.run_as_user = Some(Int64Value { value: 0 });
+            sc.run_as_group = Some(Int64Value { value: 65534 });
+        }),
+        ..cfg.clone()
+    };
+    let id = e.run(&pod, cfg).await;
+    assert_eq!(e.sh(&id, "id -u; id -g").await, "0\n65534");
+    let log_path = log_file(&pod.1, "over");
+    wait_for("the log", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.lines().count() >= 4)
+    })
+    .await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let text: Vec<&str> = log.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap()).collect();
+    assert_eq!(text, ["baz x", "/tmp", "0", "65534"]);
+    // The image's StopSignal (SIGINT) is what StopContainer sends: the
+    // TERM trap does not run, SIGINT ends the shell.
+    e.stop(&id, 5).await;
+    let st = e.status(&id).await.unwrap();
+    assert_eq!(st.exit_code, 130, "killed by SIGINT: {st:?}");
+
+    // run_as_username resolves in the image's /etc/passwd.
+    let cfg = ContainerConfig {
+        metadata: meta("byname"),
+        image: Some(ops::spec(&Env::image("berth/username:v1"))),
+        command: vec!["sh".into(), "-c".into(), SERVE.into()],
+        linux: security(|sc| sc.run_as_username = "nobody".into()),
+        log_path: String::new(),
+        ..Default::default()
+    };
+    let id = e.run(&pod, cfg).await;
+    assert_eq!(e.sh(&id, "id -u").await, "65534");
+}
+
+#[tokio::test]
+async fn security_contexts_are_enforced() {
+    require_root!();
+    let mut e = Env::start(13, &["berth/busybox:latest"]).await;
+    let pod = e.pod("sec", false).await;
+
+    let ro = ContainerConfig {
+        linux: security(|sc| sc.readonly_rootfs = true),
+        ..shell("ro", SERVE)
+    };
+    let id = e.run(&pod, ro).await;
+    let r = e.exec(&id, &["sh", "-c", "touch /newfile"]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "a read-only rootfs refuses writes");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("Read-only"), "{r:?}");
+
+    let caps = ContainerConfig {
+        linux: security(|sc| {
+            sc.capabilities = Some(Capability {
+                drop_capabilities: vec!["CHOWN".into()],
+                ..Default::default()
+            });
+            sc.no_new_privs = true;
+            sc.seccomp = Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            });
+        }),
+        ..shell("caps", SERVE)
+    };
+    let id = e.run(&pod, caps).await;
+    let status = e.sh(&id, "cat /proc/self/status").await;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    assert_eq!(eff & 1, 0, "CAP_CHOWN (bit 0) dropped: {eff:x}");
+    assert_ne!(eff & (1 << 1), 0, "CAP_DAC_OVERRIDE kept: {eff:x}");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    let r = e.exec(&id, &["unshare", "-U", "true"]).await.unwrap();
+    assert_ne!(r.exit_code, 0, "RuntimeDefault denies unshare: {r:?}");
+
+    let privileged = ContainerConfig {
+        linux: security(|sc| sc.privileged = true),
+        ..shell("priv", SERVE)
+    };
+    let refused = e.create(&pod, privileged.clone()).await;
+    let msg = expect_err(
+        refused,
+        &[Code::InvalidArgument, Code::FailedPrecondition],
+        "privileged in an unprivileged pod",
+    );
+    assert!(msg.contains("privileged"), "{msg}");
+    let ppod = e.pod("privpod", true).await;
+    let id = e.run(&ppod, privileged).await;
+    let inside = e.sh(&id, "grep CapBnd /proc/self/status").await;
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let host = host.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    assert_eq!(
+        inside, host,
+        "a privileged container gets every capability the host has"
+    );
+}
+
+#[tokio::test]
+async fn reopen_log_after_rename_starts_a_new_file() {
+    require_root!();
+    let mut e = Env::start(14, &["berth/busybox:latest"]).await;
+    let pod = e.pod("logs", false).await;
+    let id = e
+        .run(&pod, shell("talk", "while true; do echo tick; sleep 0.1; done"))
+        .await;
+    let path = log_file(&pod.1, "talk");
+    wait_for("first log lines", || {
+        std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
+    let line = std::fs::read_to_string(&path).unwrap();
+    assert!(line.lines().next().unwrap().ends_with(" stdout F tick"), "{line}");
+    let rotated = path.with_extension("log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    e.rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_for("lines in the new file", || {
+        std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+    })
+    .await;
+    let old_len = std::fs::metadata(&rotated).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        std::fs::metadata(&rotated).unwrap().len(),
+        old_len,
+        "the old file is no longer written"
+    );
+
+    e.stop(&id, 0).await;
+    let refused =
+        e.rt.reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    expect_err(
+        refused,
+        &[Code::FailedPrecondition],
+        "reopening the log of an exited container",
+    );
+}
+
+#[tokio::test]
+async fn resources_update_and_oom_kill() {
+    require_root!();
+    let mut e = Env::start(15, &["berth/busybox:latest"]).await;
+    let pod = e.pod("res", false).await;
+    let id = e.run(&pod, shell("upd", SERVE)).await;
+    e.rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|ee| panic!("UpdateContainerResources: {ee}\n{}", e.d.log_tail()));
+    let limit = e
+        .sh(
+            &id,
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+        )
+        .await;
+    assert_eq!(limit, (64u64 << 20).to_string());
+    let st = e.status(&id).await.unwrap();
+    assert_eq!(
+        st.resources.and_then(|r| r.linux).map(|l| l.memory_limit_in_bytes),
+        Some(64 << 20)
+    );
+    let stats =
+        e.rt.container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().working_set_bytes.is_some());
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+
+    let oom = ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 16 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        // Each loop doubles a shell variable: past 16 MiB in a few rounds.
+        ..shell("oom", "x=0123456789abcdef; while true; do x=$x$x; done")
+    };
+    let id = e.run(&pod, oom).await;
+    let st = e.wait_state(&id, ContainerState::ContainerExited).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137);
+}
+
+#[tokio::test]
+async fn a_name_in_use_is_refused_naming_the_holder_and_a_retry_gets_the_same_container() {
+    require_root!();
+    let mut e = Env::start(16, &["berth/busybox:latest"]).await;
+    let pod = e.pod("names", false).await;
+    let first = e.create(&pod, shell("dup", SERVE)).await.unwrap();
+    let retry = e.create(&pod, shell("dup", SERVE)).await.unwrap();
+    assert_eq!(retry, first, "an identical retry gets the first container");
+    let other = e.create(&pod, shell("dup", "sleep 1")).await;
+    let msg = expect_err(other, &[Code::AlreadyExists], "a second container with the same name");
+    assert!(msg.contains(&first), "{msg}");
+    let missing_image = ContainerConfig {
+        image: Some(ops::spec(&Env::image("berth/nope:v9"))),
+        ..shell("noimg", SERVE)
+    };
+    let msg = expect_err(
+        e.create(&pod, missing_image).await,
+        &[Code::NotFound],
+        "an image not pulled",
+    );
+    assert!(msg.contains("berth/nope"), "{msg}");
+    let no_meta = ContainerConfig {
+        metadata: None,
+        ..shell("x", SERVE)
+    };
+    let msg = expect_err(e.create(&pod, no_meta).await, &[Code::InvalidArgument], "no metadata");
+    assert!(msg.contains("metadata"), "{msg}");
+    let escape = ContainerConfig {
+        log_path: "../../etc/evil.log".into(),
+        ..shell("esc", SERVE)
+    };
+    let msg = expect_err(
+        e.create(&pod, escape).await,
+        &[Code::InvalidArgument],
+        "a log path escaping",
+    );
+    assert!(msg.contains("log_path"), "{msg}");
+    let unknown_pod = (String::from("0123456789abcdef"), pod.1.clone());
+    let msg = expect_err(
+        e.create(&unknown_pod, shell("nopod", SERVE)).await,
+        &[Code::NotFound],
+        "unknown pod",
+    );
+    assert!(msg.contains("0123456789abcdef"), "{msg}");
+    e.remove(&first).await;
+    let again = e.create(&pod, shell("dup", "sleep 1")).await.unwrap();
+    assert_ne!(again, first, "the name is free once removed");
+}
+
+#[tokio::test]
+async fn berthd_sigkilled_and_restarted_keeps_containers_and_records_exits() {
+    require_root!();
+    let mut e = Env::start(17, &["berth/busybox:latest"]).await;
+    let pod = e.pod("restart", false).await;
+    let runner = e.run(&pod, shell("runner", SERVE)).await;
+    let quitter = e
+        .run(&pod, shell("quitter", "read x < /dev/null; sleep 1; exit 5"))
+        .await;
+    assert_eq!(e.state(&quitter).await, ContainerState::ContainerRunning);
+    e.d.kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    e.d.restart().unwrap_or_else(|err| panic!("{err:#}"));
+    e.rt = e.d.runtime().await;
+
+    assert_eq!(e.state(&runner).await, ContainerState::ContainerRunning);
+    assert_eq!(e.sh(&runner, "echo alive").await, "alive");
+    let st = e.wait_state(&quitter, ContainerState::ContainerExited).await;
+    assert_eq!(st.exit_code, 5);
+    assert_eq!(st.reason, "Error");
+    e.stop(&runner, 10).await;
+    assert_eq!(e.status(&runner).await.unwrap().exit_code, 0);
+}
