@@ -6,10 +6,6 @@
 //! Each test gets its own berthd with its own bridge and subnet (an empty
 //! CNI conf dir, so the built-in network is used) and removes its pods
 //! (and with them their containers) when it ends, also on failure.
-//!
-//! The tests run one at a time: every berthd shares the host's `/berth`
-//! cgroup prefix, and a starting berthd's recovery removes pod cgroups it
-//! does not know — another test's pods included.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,15 +30,10 @@ struct Env {
     pods: Vec<String>,
     logs: tempfile::TempDir,
     _cni: tempfile::TempDir,
-    /// Held for the test's whole life; dropped last, after the cleanup.
-    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Env {
     async fn start(net: u8, images: &[&str]) -> Env {
-        let serial = SERIAL.lock().await;
         let cni = tempfile::tempdir().unwrap();
         let config = format!(
             "[network]\nbridge = \"berthc{net:02}\"\nsubnet = \"10.2{net:02}.0.0/24\"\n\n[cni]\nconf_dir = \"{}\"\n",
@@ -60,7 +51,6 @@ impl Env {
             pods: Vec::new(),
             logs: tempfile::tempdir().unwrap(),
             _cni: cni,
-            _serial: serial,
         }
     }
 
