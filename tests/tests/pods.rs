@@ -160,7 +160,10 @@ impl Drop for Env {
             let pods = std::mem::take(&mut self.pods);
             std::thread::scope(|scope| {
                 scope.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
                     rt.block_on(async {
                         let mut c = d.runtime().await;
                         for id in pods {
@@ -194,7 +197,10 @@ impl Drop for Env {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -218,7 +224,11 @@ fn pod_config(name: &str) -> PodSandboxConfig {
             attempt: 0,
         }),
         hostname: name.into(),
-        labels: [("app".to_string(), name.to_string()), ("tier".to_string(), "test".to_string())].into(),
+        labels: [
+            ("app".to_string(), name.to_string()),
+            ("tier".to_string(), "test".to_string()),
+        ]
+        .into(),
         annotations: [("note".to_string(), "pods.rs".to_string())].into(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
@@ -294,12 +304,14 @@ async fn pod_lifecycle_run_status_list_stop_remove() {
     assert_eq!(e.list(by(&id, &[], None)).await.len(), 1);
     assert_eq!(e.list(by(&id[..12], &[], None)).await[0].id, id, "a unique prefix");
     assert_eq!(e.list(by("", &[("app", "lifecycle")], Some(READY))).await.len(), 1);
-    assert!(e.list(by("", &[("app", "lifecycle"), ("tier", "prod")], None)).await.is_empty());
+    assert!(e
+        .list(by("", &[("app", "lifecycle"), ("tier", "prod")], None))
+        .await
+        .is_empty());
     assert!(e.list(by("", &[], Some(NOT_READY))).await.is_empty());
 
-    let stats = e
-        .rt
-        .pod_sandbox_stats(PodSandboxStatsRequest {
+    let stats =
+        e.rt.pod_sandbox_stats(PodSandboxStatsRequest {
             pod_sandbox_id: id.clone(),
         })
         .await
@@ -314,7 +326,10 @@ async fn pod_lifecycle_run_status_list_stop_remove() {
     assert_eq!(e.state(&id).await, NOT_READY);
     assert_eq!(e.list(by("", &[], Some(NOT_READY))).await.len(), 1);
     e.stop(&id).await.expect("a second stop is a no-op");
-    assert!(e.leftovers(&id).iter().all(|l| !l.starts_with("link")), "veth gone with stop");
+    assert!(
+        e.leftovers(&id).iter().all(|l| !l.starts_with("link")),
+        "veth gone with stop"
+    );
 
     e.remove(&id).await.expect("remove");
     e.remove(&id).await.expect("a second remove succeeds");
@@ -364,7 +379,10 @@ async fn bad_requests_are_refused_naming_the_field() {
     c.linux.as_mut().unwrap().sysctls = [("kernel.hostname_typo".to_string(), "1".to_string())].into();
     let msg = expect_err(e.run(c).await, &[Code::InvalidArgument], "unknown sysctl");
     assert!(msg.contains("kernel.hostname_typo"), "{msg}");
-    assert!(e.list(PodSandboxFilter::default()).await.is_empty(), "nothing half-made");
+    assert!(
+        e.list(PodSandboxFilter::default()).await.is_empty(),
+        "nothing half-made"
+    );
     expect_err(e.status("0123456789abcdef").await, &[Code::NotFound], "unknown pod");
 }
 
@@ -390,7 +408,10 @@ async fn host_network_pod_has_no_ip_and_shares_the_host_netns() {
         ns_of(&PathBuf::from(format!("/proc/{pid}/ns/uts"))),
         ns_of(Path::new("/proc/self/ns/uts"))
     );
-    assert!(sh("ip", &["-o", "link", "show", "master", &e.bridge]).is_empty(), "no veth");
+    assert!(
+        sh("ip", &["-o", "link", "show", "master", &e.bridge]).is_empty(),
+        "no veth"
+    );
     e.remove(&id).await.expect("remove");
     assert_eq!(e.leftovers(&id), Vec::<String>::new());
 }
@@ -417,10 +438,12 @@ async fn shared_pid_namespace_has_a_pod_init_as_pid_1() {
     );
     e.stop(&id).await.expect("stop");
     assert_eq!(e.state(&id).await, NOT_READY);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        s.contains("State:\tZ")
-    });
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            s.contains("State:\tZ")
+        }
+    );
     e.remove(&id).await.expect("remove");
     assert_eq!(e.leftovers(&id), Vec::<String>::new());
 }
@@ -438,11 +461,17 @@ async fn dns_options_land_in_the_pods_resolv_conf() {
     let id = e.run(c).await.expect("RunPodSandbox");
     let dir = e.d().state.join("pods").join(&id);
     let resolv = std::fs::read_to_string(dir.join("resolv.conf")).unwrap();
-    for want in ["nameserver 10.10.10.10", "search svc.cluster.local google.com", "options ndots:8"] {
+    for want in [
+        "nameserver 10.10.10.10",
+        "search svc.cluster.local google.com",
+        "options ndots:8",
+    ] {
         assert!(resolv.contains(want), "{want:?} in {resolv:?}");
     }
     assert_eq!(std::fs::read_to_string(dir.join("hostname")).unwrap(), "dns\n");
-    assert!(std::fs::read_to_string(dir.join("hosts")).unwrap().contains("localhost"));
+    assert!(std::fs::read_to_string(dir.join("hosts"))
+        .unwrap()
+        .contains("localhost"));
 }
 
 #[tokio::test]
