@@ -64,6 +64,7 @@ fn bad_values_name_the_key() {
         ("[runtime]\ncgroup_prefix = \"berth\"", "runtime.cgroup_prefix"),
         ("[runtime]\ncgroup_prefix = \"/\"", "runtime.cgroup_prefix"),
         ("[runtime]\ncgroup_prefix = \"/a/../b\"", "runtime.cgroup_prefix"),
+        ("[network]\nchain_prefix = \"BAD PREFIX\"", "network.chain_prefix"),
         ("[registries.\"Bad Host\"]\nmirrors = []", "Bad Host"),
         ("[registries.\"docker.io\"]\nmirrors = [\"ftp://x\"]", "mirrors[0]"),
         ("[registries.\"docker.io\"]\nauth = \"!!!\"", ".auth"),

@@ -105,6 +105,11 @@ pub struct NetworkConfig {
     pub bridge: String,
     /// IPv4 subnet pods get addresses from; the bridge takes the first host address.
     pub subnet: String,
+    /// Prefix of the iptables chains the built-in network owns (`BERTH` →
+    /// `BERTH-HOSTPORTS`, …). On start berthd removes hostPort rules in its
+    /// chains that name pods it does not know, so berthds sharing a machine
+    /// (tests) need their own.
+    pub chain_prefix: String,
 }
 
 impl Default for NetworkConfig {
@@ -112,6 +117,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             bridge: "berth0".into(),
             subnet: "10.88.0.0/16".into(),
+            chain_prefix: "BERTH".into(),
         }
     }
 }
@@ -227,6 +233,16 @@ impl Config {
             return Err((
                 "network.subnet".into(),
                 format!("{:?} is not an IPv4 CIDR", self.network.subnet),
+            ));
+        }
+        let chains = &self.network.chain_prefix;
+        if chains.is_empty()
+            || chains.len() > 15
+            || !chains.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err((
+                "network.chain_prefix".into(),
+                format!("{chains:?} must be 1-15 of [A-Za-z0-9_-]"),
             ));
         }
         if !self.runtime.binary.is_empty() {

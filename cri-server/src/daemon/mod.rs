@@ -157,6 +157,7 @@ fn build_services(config: Arc<Config>, images: Arc<ImageStore>) -> anyhow::Resul
         bridge: config.network.bridge.clone(),
         subnet,
         ipam_dir: config.root.join("network/ipam").join(&config.network.bridge),
+        chain_prefix: config.network.chain_prefix.clone(),
         ..BridgeConfig::default()
     })
     .context("built-in network")?;
