@@ -32,6 +32,8 @@ pub const V1_CONTROLLERS: &[&str] = &[
 
 // Core files (both versions unless noted).
 pub const CGROUP_PROCS: &str = "cgroup.procs";
+/// v1: the threads of the cgroup; a task may move itself by writing `0`.
+pub const TASKS: &str = "tasks";
 /// v2 only.
 pub const CGROUP_CONTROLLERS: &str = "cgroup.controllers";
 /// v2 only.

@@ -313,6 +313,17 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
+    /// `tasks` in every v1 hierarchy; `cgroup.procs` of the cgroup2 side
+    /// only when it has controllers (else membership there enforces
+    /// nothing and would cost the global lock).
+    fn self_join_files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.dirs.iter().map(|d| d.path.join(TASKS)).collect();
+        if let Some((v2, _)) = self.unified.as_ref().filter(|(_, ctrls)| !ctrls.is_empty()) {
+            out.push(v2.dir().join(CGROUP_PROCS));
+        }
+        out
+    }
+
     fn apply(&self, r: &LinuxResources) -> Result<()> {
         if let Some(cpu) = r.cpu() {
             self.apply_cpu(cpu)?;
@@ -538,6 +549,21 @@ mod tests {
         let (v2, _) = m.unified.as_ref().unwrap();
         assert_eq!(tree.read(&v2.dir().join("hugetlb.2MB.max")), "2097152");
         assert_eq!(tree.read(&v2.dir().join("memory.high")), "999");
+    }
+
+    #[test]
+    fn self_join_uses_tasks_and_cgroup2_only_with_controllers() {
+        let tree = FakeTree::new();
+        let pure = manager(&tree, false);
+        let files = pure.self_join_files();
+        assert!(!files.is_empty());
+        assert!(files.iter().all(|f| f.file_name().unwrap() == TASKS), "{files:?}");
+        let mut hybrid = manager(&tree, true);
+        let with = hybrid.self_join_files();
+        assert_eq!(with.len(), files.len() + 1);
+        assert!(with.last().unwrap().ends_with("berth/pod/ctr/cgroup.procs"), "{with:?}");
+        hybrid.unified.as_mut().unwrap().1.clear();
+        assert_eq!(hybrid.self_join_files().len(), files.len());
     }
 
     #[test]

@@ -124,13 +124,31 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
         ]
     });
 
-    let (parent_end, child_end) = channel::pair().map_err(chan_err)?;
+    // The cgroup exists before the fork so the child can move itself in
+    // (see `CgroupManager::self_join_files`); its limits are written
+    // while the child gets going.
+    let cg_err = |source| MonitorError::Cgroup { id: id.clone(), source };
+    let cg_path = cgroup::path_for(spec, &id);
+    let mgr = cgroup::manager(&cg_path).map_err(cg_err)?;
+    mgr.create().map_err(cg_err)?;
+    let cg: Option<Box<dyn CgroupManager>> = Some(mgr);
+    let join_files = cg.as_ref().map(|m| m.self_join_files()).unwrap_or_default();
+
+    let (parent_end, child_end) = match channel::pair() {
+        Ok(pair) => pair,
+        Err(e) => return Err(remove_cgroup(chan_err(e), &cg)),
+    };
     let rootfs = bundle.rootfs.clone();
     // SAFETY: the monitor is single-threaded; the child runs only the init
     // path and leaves with _exit or execve.
-    let intermediate = match unsafe { nix::unistd::fork() }.map_err(sys_err("fork"))? {
-        ForkResult::Child => {
+    let intermediate = match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(remove_cgroup(sys_err("fork")(e), &cg)),
+        Ok(ForkResult::Child) => {
             drop(parent_end);
+            if let Err(e) = join_cgroup(&join_files) {
+                let _ = child_end.send_error(&format!("container {id}: cgroup: {e}"));
+                init::exit(1)
+            }
             let cfg = InitConfig {
                 spec,
                 rootfs: &rootfs,
@@ -139,7 +157,7 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
             };
             init::intermediate_main(&cfg, child_end)
         }
-        ForkResult::Parent { child } => child,
+        Ok(ForkResult::Parent { child }) => child,
     };
     drop(child_end);
     let Stdio {
@@ -149,31 +167,18 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
     } = stdio;
     drop(child_stdio);
 
-    let mut cg: Option<Box<dyn CgroupManager>> = None;
     let made = (|| -> Result<(Pid, Option<OwnedFd>), MonitorError> {
-        let cg_err = |source| MonitorError::Cgroup { id: id.clone(), source };
-        let path = cgroup::path_for(spec, &id);
-        let mgr = cgroup::manager(&path).map_err(cg_err)?;
-        mgr.create().map_err(cg_err)?;
-        let mgr = cg.insert(mgr);
-        mgr.add_pid(intermediate).map_err(cg_err)?;
-        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        if let (Some(mgr), Some(res)) = (&cg, spec.linux().as_ref().and_then(|l| l.resources().as_ref())) {
             mgr.apply(res).map_err(cg_err)?;
         }
-        state.cgroup_path = Some(path);
+        state.cgroup_path = Some(cg_path.clone());
         handshake(args, spec, &parent_end, intermediate, terminal)
     })();
     // The intermediate has exited (or will, on error); reap it.
     let _ = waitpid(intermediate, None);
     let rollback = |e: MonitorError, cg: &Option<Box<dyn CgroupManager>>| {
         let _ = kill(intermediate, Signal::SIGKILL);
-        if let Some(mgr) = cg {
-            let _ = mgr.kill_all(Signal::SIGKILL);
-            // reap what we can, then remove the cgroup
-            while waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)).is_ok_and(|s| s != WaitStatus::StillAlive) {}
-            let _ = mgr.delete();
-        }
-        e
+        remove_cgroup(e, cg)
     };
     let (init_pid, mut master) = made.map_err(|e| rollback(e, &cg))?;
 
@@ -218,6 +223,26 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
     })
 }
 
+/// Kills whatever is in the cgroup, reaps it and removes the cgroup;
+/// returns `e` (the failure that led here).
+fn remove_cgroup(e: MonitorError, cg: &Option<Box<dyn CgroupManager>>) -> MonitorError {
+    if let Some(mgr) = cg {
+        let _ = mgr.kill_all(Signal::SIGKILL);
+        while waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)).is_ok_and(|s| s != WaitStatus::StillAlive) {}
+        let _ = mgr.delete();
+    }
+    e
+}
+
+/// Moves the calling (single-threaded, freshly forked) process into the
+/// container's cgroup by writing `0` into each of `files`.
+fn join_cgroup(files: &[PathBuf]) -> Result<(), String> {
+    for f in files {
+        std::fs::write(f, "0").map_err(|e| format!("join {}: {e}", f.display()))?;
+    }
+    Ok(())
+}
+
 /// The monitor's side of the channel, from "parent ready" to "init ready".
 fn handshake(
     args: &MonitorArgs,
@@ -228,7 +253,14 @@ fn handshake(
 ) -> Result<(Pid, Option<OwnedFd>), MonitorError> {
     let id = &args.id;
     let chan_err = |source| MonitorError::Channel { id: id.clone(), source };
-    parent_end.parent_ready().map_err(chan_err)?;
+    if let Err(e) = parent_end.parent_ready() {
+        // The child may have failed first (e.g. joining the cgroup) and
+        // left its reason on the channel.
+        return Err(chan_err(match parent_end.wait_init_ready() {
+            Err(remote @ crate::channel::ChannelError::Remote(_)) => remote,
+            _ => e,
+        }));
+    }
     let linux = spec.linux().clone().unwrap_or_default();
     let new_user = linux
         .namespaces()
