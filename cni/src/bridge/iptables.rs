@@ -99,6 +99,14 @@ impl Iptables {
             {
                 Ok(None)
             }
+            // iptables-nft 1.8.9 calls a missing chain "incompatible, use 'nft' tool".
+            Err(e @ IptablesError::Failed { .. }) => {
+                if saved_chains(&self.save(table).await?).iter().any(|c| c == chain) {
+                    Err(e)
+                } else {
+                    Ok(None)
+                }
+            }
             Err(e) => Err(e),
         }
     }
