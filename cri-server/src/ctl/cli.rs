@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/berth/berth.sock";
 
@@ -13,8 +13,10 @@ pub struct Cli {
     /// CRI endpoint: `unix:///path/to.sock` or a socket path.
     #[arg(long, short = 'r', global = true, env = "CONTAINER_RUNTIME_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
-    /// Timeout for each call (pull has none), e.g. `30s`, `2m`.
-    #[arg(long, short = 't', global = true, default_value = "30s", value_parser = parse_duration)]
+    /// Timeout for each call (pull and `logs -f` have none), e.g. `30s`, `2m`.
+    /// Given before the command, as crictl's `-t`: after it, `-t` is the
+    /// command's own (`stop -t SECONDS`, `exec -t`).
+    #[arg(long, short = 't', default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     #[command(subcommand)]
     pub command: Command,
@@ -82,6 +84,203 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Json)]
         output: Format,
     },
+    /// Run a pod sandbox from a config file (JSON or YAML); prints its ID.
+    Runp {
+        /// PodSandboxConfig in crictl's JSON or YAML shape.
+        config: PathBuf,
+        /// Runtime handler (RuntimeClass) for the pod.
+        #[arg(long)]
+        runtime: Option<String>,
+    },
+    /// List pod sandboxes.
+    Pods {
+        /// Only pods whose ID starts with this.
+        #[arg(long)]
+        id: Option<String>,
+        /// Only pods whose name contains this.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only pods whose namespace contains this.
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long, short = 's', value_enum)]
+        state: Option<PodState>,
+        /// Only pods with this label (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Only the most recently created pod.
+        #[arg(long, short = 'l')]
+        latest: bool,
+        #[command(flatten)]
+        out: ListOutput,
+    },
+    /// Pod sandbox status, with berthd's verbose info.
+    Inspectp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        out: InspectOutput,
+    },
+    /// Stop pod sandboxes (and their containers).
+    Stopp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove pod sandboxes (and their containers).
+    Rmp {
+        ids: Vec<String>,
+        /// Every pod sandbox.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Stop a Ready pod before removing it.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Create a container in a pod; prints its ID.
+    Create {
+        pod: String,
+        /// ContainerConfig in crictl's JSON or YAML shape.
+        container_config: PathBuf,
+        /// The pod's PodSandboxConfig, as given to runp.
+        pod_config: PathBuf,
+        /// Pull the image first.
+        #[arg(long)]
+        pull: bool,
+    },
+    /// Start created containers.
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List containers (only running ones unless -a).
+    Ps {
+        /// Containers in every state.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Only containers whose ID starts with this.
+        #[arg(long)]
+        id: Option<String>,
+        /// Only containers of this pod (ID or prefix).
+        #[arg(long, short = 'p')]
+        pod: Option<String>,
+        /// Only containers whose name contains this.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<ContainerStateArg>,
+        /// Only containers with this label (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Only the most recently created container.
+        #[arg(long, short = 'l')]
+        latest: bool,
+        #[command(flatten)]
+        out: ListOutput,
+    },
+    /// Container status, with berthd's verbose info.
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        out: InspectOutput,
+    },
+    /// Stop running containers.
+    Stop {
+        /// Seconds to wait after the stop signal before killing.
+        #[arg(long = "timeout", short = 't', default_value_t = 0)]
+        grace: i64,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        ids: Vec<String>,
+        /// Every container.
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Stop a running container before removing it.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Print a container's log.
+    Logs {
+        id: String,
+        /// Keep printing new lines until the container exits.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines (-1: all).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        tail: i64,
+        /// Prefix each line with its RFC 3339 timestamp.
+        #[arg(long)]
+        timestamps: bool,
+        /// Only lines newer than this: a duration (`5m`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Run a command in a running container and wait for it (ExecSync).
+    Exec {
+        /// Seconds before the command is killed (0: none).
+        #[arg(long = "timeout", default_value_t = 0)]
+        exec_timeout: i64,
+        /// Accepted for crictl compatibility; ExecSync has no terminal.
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Accepted for crictl compatibility; ExecSync has no stdin.
+        #[arg(long, short = 'i')]
+        interactive: bool,
+        /// Accepted for crictl compatibility: berthctl always runs ExecSync.
+        #[arg(long, short = 's')]
+        sync: bool,
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+}
+
+/// `-o table|json|yaml` for listings.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ListOutput {
+    /// Only IDs, one a line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Full IDs in the table.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `-o json|yaml` for inspect commands.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct InspectOutput {
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Json)]
+    pub output: Format,
+}
+
+/// Pod sandbox state names accepted by `pods --state`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodState {
+    Ready,
+    #[value(name = "notready")]
+    NotReady,
+}
+
+/// Container state names accepted by `ps --state`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerStateArg {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+/// `KEY=VALUE` for label selectors.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +321,17 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_do_not_clash() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["berthctl", "-t", "5s", "stop", "-t", "3", "abc"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(5));
+        assert!(matches!(cli.command, Command::Stop { grace: 3, .. }));
+        let cli = Cli::try_parse_from(["berthctl", "exec", "-t", "abc", "ls", "-l"]).unwrap();
+        assert!(matches!(cli.command, Command::Exec { tty: true, ref cmd, .. } if cmd == &["ls", "-l"]));
+    }
 
     #[test]
     fn durations() {

@@ -2,9 +2,15 @@
 
 pub mod cli;
 pub mod client;
+mod config_file;
+mod containers;
+mod exec;
 mod images;
+mod logs;
 mod output;
+mod pods;
 mod pull;
+mod resolve;
 mod runtime;
 
 use cli::{Cli, Command};
@@ -50,6 +56,94 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InspectImage { images, output } => images::inspect(channel, timeout, &images, output).await,
         Command::Rmi { images, all } => images::remove(channel, timeout, images, all).await,
         Command::ImageFsInfo { output } => images::fs_info(channel, timeout, output).await,
+        Command::Runp { config, runtime } => pods::run(channel, timeout, &config, runtime).await,
+        Command::Pods {
+            id,
+            name,
+            namespace,
+            state,
+            labels,
+            latest,
+            out,
+        } => {
+            let filter = pods::ListFilter {
+                id,
+                name,
+                namespace,
+                state,
+                labels,
+                latest,
+            };
+            pods::list(channel, timeout, filter, out).await
+        }
+        Command::Inspectp { ids, out } => pods::inspect(channel, timeout, &ids, out).await,
+        Command::Stopp { ids } => pods::stop(channel, timeout, &ids).await,
+        Command::Rmp { ids, all, force } => pods::remove(channel, timeout, &ids, all, force).await,
+        Command::Create {
+            pod,
+            container_config,
+            pod_config,
+            pull,
+        } => {
+            let args = containers::CreateArgs {
+                pod: &pod,
+                container_config: &container_config,
+                pod_config: &pod_config,
+                pull,
+            };
+            containers::create(channel, timeout, args).await
+        }
+        Command::Start { ids } => containers::start(channel, timeout, &ids).await,
+        Command::Ps {
+            all,
+            id,
+            pod,
+            name,
+            state,
+            labels,
+            latest,
+            out,
+        } => {
+            let filter = containers::ListFilter {
+                all,
+                id,
+                pod,
+                name,
+                state,
+                labels,
+                latest,
+            };
+            containers::list(channel, timeout, filter, out).await
+        }
+        Command::Inspect { ids, out } => containers::inspect(channel, timeout, &ids, out).await,
+        Command::Stop { grace, ids } => containers::stop(channel, timeout, grace, &ids).await,
+        Command::Rm { ids, all, force } => containers::remove(channel, timeout, &ids, all, force).await,
+        Command::Logs {
+            id,
+            follow,
+            tail,
+            timestamps,
+            since,
+        } => {
+            let args = logs::LogArgs {
+                follow,
+                tail,
+                timestamps,
+                since,
+            };
+            logs::logs(channel, timeout, &id, args).await
+        }
+        Command::Exec {
+            exec_timeout, id, cmd, ..
+        } => {
+            let code = exec::exec(channel, timeout, &id, cmd, exec_timeout).await?;
+            if code != 0 {
+                // The command's own exit code is berthctl's, as with crictl;
+                // its output is already flushed and nothing else is pending.
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -69,9 +69,73 @@ pub fn short_id(id: &str) -> String {
     hex.chars().take(13).collect()
 }
 
+/// `2 minutes ago`, as crictl shows creation times (docker's go-units
+/// `HumanDuration`), for a CRI timestamp in nanoseconds since the epoch.
+pub fn ago(created_nanos: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    format!(
+        "{} ago",
+        human_duration(now.saturating_sub(created_nanos).max(0) / 1_000_000_000)
+    )
+}
+
+fn human_duration(seconds: i64) -> String {
+    let minutes = seconds / 60;
+    // go-units rounds hours to the nearest.
+    let hours = (seconds + 1800) / 3600;
+    match seconds {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        s => format!("{} years", s / 3600 / 24 / 365),
+    }
+}
+
+/// An ID as a table shows it: 13 characters unless `--no-trunc`.
+pub fn table_id(id: &str, no_trunc: bool) -> String {
+    if no_trunc {
+        id.to_string()
+    } else {
+        short_id(id)
+    }
+}
+
+/// A verbose `info` map with each JSON value parsed, in key order.
+pub fn parsed_info(info: std::collections::HashMap<String, String>) -> serde_json::Map<String, serde_json::Value> {
+    let sorted: std::collections::BTreeMap<_, _> = info.into_iter().collect();
+    sorted
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_like_crictl() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(17), "17 seconds");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(150), "2 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5 * 3600), "5 hours");
+        assert_eq!(human_duration(3 * 86400), "3 days");
+        assert_eq!(human_duration(20 * 86400), "2 weeks");
+        assert_eq!(human_duration(90 * 86400), "3 months");
+        assert_eq!(human_duration(800 * 86400), "2 years");
+    }
 
     #[test]
     fn sizes() {
