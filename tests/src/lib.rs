@@ -16,6 +16,7 @@
 pub mod daemon;
 pub mod fake;
 pub mod fixture;
+pub mod netclean;
 pub mod ops;
 pub mod snapshot;
 

@@ -26,7 +26,7 @@ impl Env {
         let cni = tempfile::tempdir().unwrap();
         let bridge = format!("berthk{net:02}");
         let config = format!(
-            "[network]\nbridge = \"{bridge}\"\nsubnet = \"10.2{net:02}.0.0/24\"\n\n[cni]\nconf_dir = \"{}\"\n",
+            "[network]\nbridge = \"{bridge}\"\nsubnet = \"10.2{net:02}.0.0/24\"\nchain_prefix = \"BTK{net:02}\"\n\n[cni]\nconf_dir = \"{}\"\n",
             cni.path().display()
         );
         let d = Berthd::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
@@ -126,7 +126,8 @@ impl Drop for Env {
                 });
             });
         });
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let net = self.bridge.trim_start_matches("berthk");
+        berth_tests::netclean::remove_test_network(&self.bridge, &format!("BTK{net}"), &[]);
     }
 }
 

@@ -30,13 +30,14 @@ struct Env {
     pods: Vec<String>,
     logs: tempfile::TempDir,
     _cni: tempfile::TempDir,
+    net: u8,
 }
 
 impl Env {
     async fn start(net: u8, images: &[&str]) -> Env {
         let cni = tempfile::tempdir().unwrap();
         let config = format!(
-            "[network]\nbridge = \"berthc{net:02}\"\nsubnet = \"10.2{net:02}.0.0/24\"\n\n[cni]\nconf_dir = \"{}\"\n",
+            "[network]\nbridge = \"berthc{net:02}\"\nsubnet = \"10.2{net:02}.0.0/24\"\nchain_prefix = \"BTC{net:02}\"\n\n[cni]\nconf_dir = \"{}\"\n",
             cni.path().display()
         );
         let d = Berthd::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
@@ -51,6 +52,7 @@ impl Env {
             pods: Vec::new(),
             logs: tempfile::tempdir().unwrap(),
             _cni: cni,
+            net,
         }
     }
 
@@ -230,6 +232,11 @@ impl Drop for Env {
                 });
             });
         });
+        berth_tests::netclean::remove_test_network(
+            &format!("berthc{:02}", self.net),
+            &format!("BTC{:02}", self.net),
+            &[],
+        );
     }
 }
 

@@ -344,22 +344,10 @@ impl Drop for Env {
             d.stop();
             drop(d);
         }
-        for link in std::iter::once(&self.bridge).chain(&self.links) {
+        for link in &self.links {
             let _ = Command::new("ip").args(["link", "del", link]).output();
         }
-        let mut needles = self.ipt_needles.clone();
-        needles.push(format!("berth:{}:", self.bridge));
-        needles.push(format!("berth:{}:jump", self.chain_prefix));
-        delete_iptables_rules(&needles);
-        for (table, suffix) in [("nat", "HOSTPORTS"), ("nat", "POSTROUTING"), ("filter", "FORWARD")] {
-            let chain = format!("{}-{suffix}", self.chain_prefix);
-            let _ = Command::new("iptables")
-                .args(["-w", "-t", table, "-F", &chain])
-                .output();
-            let _ = Command::new("iptables")
-                .args(["-w", "-t", table, "-X", &chain])
-                .output();
-        }
+        berth_tests::netclean::remove_test_network(&self.bridge, &self.chain_prefix, &self.ipt_needles);
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let dir = hierarchy.path().join(self.cgroup_prefix.trim_start_matches('/'));
             let _ = std::fs::remove_dir(dir.join("pods"));
@@ -375,36 +363,6 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deletes every iptables rule (nat and filter) containing one of `needles`,
-/// and the `CNI-*` chains those rules jump to.
-fn delete_iptables_rules(needles: &[String]) {
-    for table in ["nat", "filter"] {
-        let saved = sh("iptables-save", &["-t", table]);
-        let mut chains = Vec::new();
-        for line in saved
-            .lines()
-            .filter(|l| l.starts_with("-A ") && needles.iter().any(|n| l.contains(n.as_str())))
-        {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let Some(target) = words.iter().position(|w| *w == "-j").and_then(|i| words.get(i + 1)) {
-                if target.starts_with("CNI-") {
-                    chains.push(target.to_string());
-                }
-            }
-            let delete = format!("iptables -w -t {table} -D {}", &line[3..]);
-            let _ = Command::new("sh").args(["-c", &delete]).output();
-        }
-        for chain in chains {
-            let _ = Command::new("iptables")
-                .args(["-w", "-t", table, "-F", &chain])
-                .output();
-            let _ = Command::new("iptables")
-                .args(["-w", "-t", table, "-X", &chain])
-                .output();
-        }
-    }
 }
 
 /// A port nothing listens on right now (bound and released).

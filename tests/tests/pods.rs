@@ -36,7 +36,7 @@ impl Env {
         let bridge = format!("bertht{net:02}");
         let cgroup_prefix = format!("/berth-test-{net:02}-{}", std::process::id());
         let config = format!(
-            "[network]\nbridge = \"{bridge}\"\nsubnet = \"10.2{net:02}.0.0/24\"\n\n[cni]\nconf_dir = \"{}\"\n\n[runtime]\ncgroup_prefix = \"{cgroup_prefix}\"\n",
+            "[network]\nbridge = \"{bridge}\"\nsubnet = \"10.2{net:02}.0.0/24\"\nchain_prefix = \"BTP{net:02}\"\n\n[cni]\nconf_dir = \"{}\"\n\n[runtime]\ncgroup_prefix = \"{cgroup_prefix}\"\n",
             cni_dir.path().display()
         );
         let d = Berthd::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
@@ -186,8 +186,8 @@ impl Drop for Env {
             let _ = nix::mount::umount2(&d.state.join("runtime/.pods"), nix::mount::MntFlags::MNT_DETACH);
             drop(d);
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
-        delete_iptables_rules(&format!("berth:{}:", self.bridge));
+        let net = self.bridge.trim_start_matches("bertht");
+        berth_tests::netclean::remove_test_network(&self.bridge, &format!("BTP{net}"), &[]);
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let dir = hierarchy.path().join(self.cgroup_prefix.trim_start_matches('/'));
             let _ = std::fs::remove_dir(dir.join("pods"));
@@ -202,17 +202,6 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Deletes every iptables rule (nat and filter) whose comment contains `needle`.
-fn delete_iptables_rules(needle: &str) {
-    for table in ["nat", "filter"] {
-        let saved = sh("iptables-save", &["-t", table]);
-        for line in saved.lines().filter(|l| l.starts_with("-A ") && l.contains(needle)) {
-            let delete = format!("iptables -w -t {table} -D {}", &line[3..]);
-            let _ = Command::new("sh").args(["-c", &delete]).output();
-        }
-    }
 }
 
 fn pod_config(name: &str) -> PodSandboxConfig {
