@@ -209,24 +209,31 @@ fn registry_is_gone_after_drop() {
 }
 
 #[test]
-fn readme_config_example_is_accepted_by_berthd() {
+fn readme_config_examples_are_accepted_by_berthd() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let start = readme.find("```toml\n").expect("README has a toml example") + 8;
-    let len = readme[start..].find("```").unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| &rest[..rest.find("```").expect("closed toml block")])
+        .collect();
+    assert!(!blocks.is_empty(), "README has no toml example");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("berth.toml");
-    std::fs::write(&cfg, &readme[start..start + len]).unwrap();
-    let out = Command::new(berth_tests::daemon::berthd_bin())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["config", "show"])
-        .output()
-        .expect("berthd (build it first: cargo build --workspace)");
-    assert!(
-        out.status.success(),
-        "berthd refuses the README's config: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("http://127.0.0.1:5001"), "{shown}");
+    let mut shown_all = String::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let cfg = dir.path().join(format!("berth-{i}.toml"));
+        std::fs::write(&cfg, block).unwrap();
+        let out = Command::new(berth_tests::daemon::berthd_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["config", "show"])
+            .output()
+            .expect("berthd (build it first: cargo build --workspace)");
+        assert!(
+            out.status.success(),
+            "berthd refuses the README's config example #{i}:\n{block}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        shown_all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(shown_all.contains("http://127.0.0.1:5001"), "{shown_all}");
 }
