@@ -14,6 +14,7 @@ use berth_hack::process::{self, Guarded};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::fixture::target_dir;
@@ -202,6 +203,43 @@ impl Berthd {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ))
+    }
+
+    /// Stop and remove every pod of this berthd over CRI, from a synchronous
+    /// context (a test's Drop guard, while its own runtime is blocked or
+    /// panicking): on a thread with its own runtime and connection. Errors
+    /// are printed, not raised.
+    pub fn remove_all_pods_blocking(&self) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                rt.block_on(async {
+                    let Ok(ch) = self.channel().await else { return };
+                    let mut c = RuntimeServiceClient::new(ch);
+                    let Ok(listed) = c.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await else {
+                        return;
+                    };
+                    for pod in listed.into_inner().items {
+                        let id = pod.id;
+                        let _ = c
+                            .stop_pod_sandbox(StopPodSandboxRequest {
+                                pod_sandbox_id: id.clone(),
+                            })
+                            .await;
+                        if let Err(e) = c
+                            .remove_pod_sandbox(RemovePodSandboxRequest {
+                                pod_sandbox_id: id.clone(),
+                            })
+                            .await
+                        {
+                            eprintln!("cleanup: RemovePodSandbox {id}: {e}");
+                        }
+                    }
+                });
+            });
+        });
     }
 
     /// `<root>/snapshots/<hex>` for a `sha256:<hex>` chain ID.

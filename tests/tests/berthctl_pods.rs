@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::cri::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
 use berth_tests::daemon::{berthctl_bin, Berthd};
 use berth_tests::fixture;
 use berth_tests::require_root;
@@ -95,37 +94,7 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Whatever the test (or berthctl) left: every pod of this berthd,
         // over CRI, on a runtime of our own.
-        let d = &self.d;
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let mut c = d.runtime().await;
-                    let Ok(listed) = c.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await else {
-                        return;
-                    };
-                    for pod in listed.into_inner().items {
-                        let id = pod.id;
-                        let _ = c
-                            .stop_pod_sandbox(StopPodSandboxRequest {
-                                pod_sandbox_id: id.clone(),
-                            })
-                            .await;
-                        if let Err(e) = c
-                            .remove_pod_sandbox(RemovePodSandboxRequest {
-                                pod_sandbox_id: id.clone(),
-                            })
-                            .await
-                        {
-                            eprintln!("cleanup: RemovePodSandbox {id}: {e}");
-                        }
-                    }
-                });
-            });
-        });
+        self.d.remove_all_pods_blocking();
         let net = self.bridge.trim_start_matches("berthk");
         berth_tests::netclean::remove_test_network(&self.bridge, &format!("BTK{net}"), &[]);
     }

@@ -202,36 +202,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let pods = std::mem::take(&mut self.pods);
-        let d = &self.d;
-        // The test's runtime is blocked in this drop: clean up on a thread
-        // with its own runtime and its own connection.
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let mut c = d.runtime().await;
-                    for id in pods {
-                        let _ = c
-                            .stop_pod_sandbox(StopPodSandboxRequest {
-                                pod_sandbox_id: id.clone(),
-                            })
-                            .await;
-                        if let Err(e) = c
-                            .remove_pod_sandbox(RemovePodSandboxRequest {
-                                pod_sandbox_id: id.clone(),
-                            })
-                            .await
-                        {
-                            eprintln!("cleanup: RemovePodSandbox {id}: {e}");
-                        }
-                    }
-                });
-            });
-        });
+        self.d.remove_all_pods_blocking();
         berth_tests::netclean::remove_test_network(
             &format!("berthc{:02}", self.net),
             &format!("BTC{:02}", self.net),

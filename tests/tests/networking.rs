@@ -315,30 +315,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if let Some(d) = &self.d {
-            let pods = std::mem::take(&mut self.pods);
-            // The test's runtime is blocked in this drop: remove the pods on
-            // a thread with its own runtime and its own connection.
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        let mut c = d.runtime().await;
-                        for id in pods {
-                            if let Err(e) = c
-                                .remove_pod_sandbox(RemovePodSandboxRequest {
-                                    pod_sandbox_id: id.clone(),
-                                })
-                                .await
-                            {
-                                eprintln!("cleanup: RemovePodSandbox {id}: {e}");
-                            }
-                        }
-                    });
-                });
-            });
+            d.remove_all_pods_blocking();
         }
         if let Some(mut d) = self.d.take() {
             d.stop();

@@ -157,28 +157,7 @@ impl Drop for Env {
         // Remove what the test ran, through berthd, on a runtime of our own
         // (the test's may be gone or panicking).
         if let Some(d) = &self.d {
-            let pods = std::mem::take(&mut self.pods);
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        let mut c = d.runtime().await;
-                        for id in pods {
-                            if let Err(e) = c
-                                .remove_pod_sandbox(RemovePodSandboxRequest {
-                                    pod_sandbox_id: id.clone(),
-                                })
-                                .await
-                            {
-                                eprintln!("cleanup: remove pod {id}: {e}");
-                            }
-                        }
-                    });
-                });
-            });
+            d.remove_all_pods_blocking();
         }
         if let Some(mut d) = self.d.take() {
             d.stop();
