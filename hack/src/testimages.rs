@@ -603,6 +603,17 @@ pub fn build_all(out: &Path) -> Result<Expected> {
         None,
     )?;
     multiarch(out, &mut exp, &b)?;
+    // A pod sandbox ("pause") image for CRI runtimes that run one
+    // (containerd's `sandbox_image`): busybox sleeping forever.
+    single(
+        &b,
+        out,
+        &mut exp,
+        ("pause", "berth/pause", "v1"),
+        &[busybox_layer(&b)],
+        json!({"Env": [PATH_ENV], "Entrypoint": ["/bin/sleep"], "Cmd": ["2147483647"]}),
+        None,
+    )?;
     single(
         &b,
         out,

@@ -1,0 +1,838 @@
+//! CRI benchmark: prints figures, asserts nothing.
+//!
+//! Pointed at any CRI endpoint (`--endpoint unix:///…`), so the same run
+//! measures berth and containerd:
+//!
+//! - RunPodSandbox (a networked pod), N times;
+//! - pod + one busybox container (`sleep 3600`) to Running: RunPodSandbox,
+//!   CreateContainer, StartContainer, N times;
+//! - ExecSync `true` into one running container, N times;
+//! - the daemon's VmRSS (`--daemon-pid`) with 100 pods ready;
+//! - ListContainers with 500 containers (50 of those pods × 10, Created).
+//!
+//! Stopping and removing pods happens outside the timed sections. Every pod
+//! it made is stopped and removed again, also on failure or SIGINT/SIGTERM
+//! (pods are labelled with the run, and a final sweep lists them).
+//!
+//! `--compare` drives both: a local registry with the test images, a berthd
+//! on private dirs and its own bridge/subnet/chains/cgroups, then Debian's
+//! containerd (runc, Debian's CNI plugins, a private config, root and state)
+//! with `berth/pause:v1` as its sandbox image; each is stopped and what it
+//! left on the host (bridge, iptables rules, cgroups, mounts, netns, shims)
+//! removed. Build first: `cargo build --release -p berth-cri-server
+//! -p berth-runtime -p berth-hack`, then run `target/release/bench-cri
+//! --compare` as root.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_hack::process::Guarded;
+use berth_hack::registry::{Registry, RegistryOptions};
+use berth_hack::skopeo::{self, PushOptions};
+use berth_hack::testimages;
+use clap::Parser;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Parser, Clone)]
+#[command(about = "CRI latency and memory benchmark for any CRI endpoint (berth, containerd)")]
+struct Args {
+    /// CRI endpoint, `unix:///path/to/socket` (not with --compare).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Image for the containers, pulled first (with --compare: the local
+    /// registry's berth/busybox:latest).
+    #[arg(long)]
+    image: Option<String>,
+    /// Samples per latency measurement.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    n: usize,
+    /// Pods held while the daemon's RSS is read.
+    #[arg(long, default_value_t = 100)]
+    rss_pods: usize,
+    /// Pods × containers per pod for the ListContainers measurement.
+    #[arg(long, default_value_t = 50)]
+    list_pods: usize,
+    #[arg(long, default_value_t = 10)]
+    containers_per_pod: usize,
+    /// PID of the daemon whose VmRSS is reported.
+    #[arg(long)]
+    daemon_pid: Option<u32>,
+    /// Cgroup parent for the pods (LinuxPodSandboxConfig.cgroup_parent).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// Start a registry, berthd and containerd and benchmark both.
+    #[arg(long)]
+    compare: bool,
+    /// Directory with berthd (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Only berth in --compare mode.
+    #[arg(long)]
+    berth_only: bool,
+}
+
+type Rt = RuntimeServiceClient<Channel>;
+
+/// Latency samples and memory of one run against one endpoint.
+#[derive(Default)]
+struct Figures {
+    lat: Vec<(&'static str, Vec<Duration>)>,
+    rss_kib: Option<u64>,
+    listed: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn p50_p99(samples: &[Duration]) -> Option<(f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort();
+    Some((ms(percentile(&s, 0.50)), ms(percentile(&s, 0.99))))
+}
+
+async fn connect(endpoint: &str) -> Result<Channel> {
+    let path = PathBuf::from(
+        endpoint
+            .strip_prefix("unix://")
+            .with_context(|| format!("endpoint {endpoint}: only unix:// is supported"))?,
+    );
+    let shown = path.display().to_string();
+    Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("connecting to {shown}"))
+}
+
+/// Resolves when SIGINT or SIGTERM arrived.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn check(rx: &watch::Receiver<bool>) -> Result<()> {
+    if *rx.borrow() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// One benchmark run on one endpoint; remembers every pod it made.
+struct Bench {
+    rt: Rt,
+    image: String,
+    run_label: String,
+    logs: PathBuf,
+    cgroup_parent: Option<String>,
+    pods: Vec<String>,
+    seq: usize,
+    stop: watch::Receiver<bool>,
+}
+
+const LABEL: &str = "berth-bench-cri";
+
+impl Bench {
+    fn pod_config(&mut self, kind: &str) -> Result<PodSandboxConfig> {
+        self.seq += 1;
+        let name = format!("{kind}-{}", self.seq);
+        let log_dir = self.logs.join(&name);
+        std::fs::create_dir_all(&log_dir)?;
+        Ok(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.clone(),
+                uid: format!("{}-{name}", self.run_label),
+                namespace: "berth-bench-cri".into(),
+                attempt: 0,
+            }),
+            hostname: name,
+            log_directory: log_dir.display().to_string(),
+            labels: HashMap::from([(LABEL.to_string(), self.run_label.clone())]),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: self.cgroup_parent.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn run_pod(&mut self, config: &PodSandboxConfig) -> Result<String> {
+        check(&self.stop)?;
+        let id = self
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.push(id.clone());
+        Ok(id)
+    }
+
+    async fn create(&mut self, pod: &str, config: &PodSandboxConfig, name: &str) -> Result<String> {
+        check(&self.stop)?;
+        let c = ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["sleep".into(), "3600".into()],
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        };
+        Ok(self
+            .rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(c),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .with_context(|| format!("CreateContainer {name}"))?
+            .into_inner()
+            .container_id)
+    }
+
+    async fn start(&mut self, id: &str) -> Result<()> {
+        self.rt
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .with_context(|| format!("StartContainer {id}"))?;
+        Ok(())
+    }
+
+    /// Stops and removes one pod; errors are printed (cleanup).
+    async fn remove_pod(&mut self, id: &str) {
+        if let Err(e) = self
+            .rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+        {
+            eprintln!("warning: StopPodSandbox {id}: {}", e.message());
+        }
+        match self
+            .rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+        {
+            Ok(_) => self.pods.retain(|p| p != id),
+            Err(e) => eprintln!("warning: RemovePodSandbox {id}: {}", e.message()),
+        }
+    }
+
+    async fn remove_all(&mut self) {
+        for id in self.pods.clone() {
+            self.remove_pod(&id).await;
+        }
+    }
+
+    /// Removes every pod labelled with this run (also ones whose
+    /// RunPodSandbox was cut short by a signal).
+    async fn sweep(&mut self) {
+        self.remove_all().await;
+        let filter = PodSandboxFilter {
+            label_selector: HashMap::from([(LABEL.to_string(), self.run_label.clone())]),
+            ..Default::default()
+        };
+        match self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest { filter: Some(filter) })
+            .await
+        {
+            Ok(r) => {
+                for p in r.into_inner().items {
+                    self.remove_pod(&p.id).await;
+                }
+            }
+            Err(e) => eprintln!("warning: ListPodSandbox: {}", e.message()),
+        }
+    }
+
+    async fn measure(&mut self, args: &Args, daemon_pid: Option<u32>, figs: &mut Figures) -> Result<()> {
+        // Warm-up: a pod and a container (sandbox image, page cache, cgroup parents).
+        let cfg = self.pod_config("warm")?;
+        let pod = self.run_pod(&cfg).await?;
+        let c = self.create(&pod, &cfg, "warm").await?;
+        self.start(&c).await?;
+        self.remove_pod(&pod).await;
+
+        let mut samples = Vec::new();
+        for _ in 0..args.n {
+            let cfg = self.pod_config("pod")?;
+            let t = Instant::now();
+            let pod = self.run_pod(&cfg).await?;
+            samples.push(t.elapsed());
+            self.remove_pod(&pod).await;
+        }
+        figs.lat.push(("RunPodSandbox", samples));
+
+        let mut samples = Vec::new();
+        for _ in 0..args.n {
+            let cfg = self.pod_config("podc")?;
+            let t = Instant::now();
+            let pod = self.run_pod(&cfg).await?;
+            let c = self.create(&pod, &cfg, "sleep").await?;
+            self.start(&c).await?;
+            samples.push(t.elapsed());
+            self.remove_pod(&pod).await;
+        }
+        figs.lat.push(("pod + container Running", samples));
+
+        let cfg = self.pod_config("exec")?;
+        let pod = self.run_pod(&cfg).await?;
+        let c = self.create(&pod, &cfg, "sleep").await?;
+        self.start(&c).await?;
+        let mut samples = Vec::new();
+        for _ in 0..args.n {
+            check(&self.stop)?;
+            let t = Instant::now();
+            let r = self
+                .rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: c.clone(),
+                    cmd: vec!["true".into()],
+                    timeout: 30,
+                })
+                .await
+                .context("ExecSync")?
+                .into_inner();
+            samples.push(t.elapsed());
+            if r.exit_code != 0 {
+                bail!(
+                    "ExecSync true exited {}: {}",
+                    r.exit_code,
+                    String::from_utf8_lossy(&r.stderr)
+                );
+            }
+        }
+        figs.lat.push(("ExecSync true", samples));
+        self.remove_pod(&pod).await;
+
+        let mut pods = Vec::new();
+        for _ in 0..args.rss_pods.max(args.list_pods) {
+            let cfg = self.pod_config("many")?;
+            let id = self.run_pod(&cfg).await?;
+            pods.push((id, cfg));
+        }
+        if let Some(pid) = daemon_pid {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            figs.rss_kib = Some(rss_kib(pid)?);
+        }
+        for (i, (pod, cfg)) in pods.iter().take(args.list_pods).enumerate() {
+            for j in 0..args.containers_per_pod {
+                self.create(pod, cfg, &format!("c{i}-{j}")).await?;
+            }
+        }
+        let mut samples = Vec::new();
+        for _ in 0..args.n {
+            check(&self.stop)?;
+            let t = Instant::now();
+            let r = self
+                .rt
+                .list_containers(ListContainersRequest { filter: None })
+                .await
+                .context("ListContainers")?
+                .into_inner();
+            samples.push(t.elapsed());
+            figs.listed = r.containers.len();
+        }
+        figs.lat.push(("ListContainers", samples));
+        Ok(())
+    }
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("daemon pid {pid}"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// Pulls the image, runs every measurement, removes every pod it made.
+async fn bench_endpoint(
+    args: &Args,
+    endpoint: &str,
+    image: &str,
+    daemon_pid: Option<u32>,
+    cgroup_parent: Option<String>,
+    stop: watch::Receiver<bool>,
+) -> Result<Figures> {
+    let ch = connect(endpoint).await?;
+    let mut ic = ImageServiceClient::new(ch.clone());
+    let rt = RuntimeServiceClient::new(ch).max_decoding_message_size(64 << 20);
+    ic.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("PullImage {image}"))?;
+    let logs = tempfile::Builder::new().prefix("berth-bench-cri-logs").tempdir()?;
+    let mut b = Bench {
+        rt,
+        image: image.into(),
+        run_label: format!("run{}-{}", std::process::id(), rand_suffix()),
+        logs: logs.path().to_path_buf(),
+        cgroup_parent,
+        pods: Vec::new(),
+        seq: 0,
+        stop: stop.clone(),
+    };
+    let mut figs = Figures::default();
+    let mut s = stop.clone();
+    let result = tokio::select! {
+        r = b.measure(args, daemon_pid, &mut figs) => r,
+        _ = stopped(&mut s) => Err(anyhow::anyhow!("interrupted")),
+    };
+    if result.is_err() {
+        // A RunPodSandbox cut short may still be finishing in the daemon.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    b.sweep().await;
+    result.map(|()| figs)
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000)
+        .unwrap_or(0)
+}
+
+fn print_one(name: &str, f: &Figures) {
+    println!("{name}:");
+    for (metric, s) in &f.lat {
+        if let Some((p50, p99)) = p50_p99(s) {
+            println!("  {metric:<26} p50 {p50:8.2} ms  p99 {p99:8.2} ms  (n={})", s.len());
+        }
+    }
+    if let Some(r) = f.rss_kib {
+        println!("  daemon VmRSS with pods     {r} KiB");
+    }
+    println!("  ListContainers returned    {} containers", f.listed);
+}
+
+fn print_table(a: &Figures, b: &Figures, args: &Args) {
+    println!();
+    println!(
+        "{:<34} | {:>21} | {:>21} | {:>13}",
+        "metric (ms)", "berth p50/p99", "containerd p50/p99", "ratio p50/p99"
+    );
+    println!("{}", "-".repeat(98));
+    for (metric, s) in &a.lat {
+        let other = b.lat.iter().find(|(m, _)| m == metric).and_then(|(_, s)| p50_p99(s));
+        let (Some(x), Some(y)) = (p50_p99(s), other) else {
+            continue;
+        };
+        let label = if *metric == "ListContainers" {
+            format!("ListContainers ({} / {})", a.listed, b.listed)
+        } else {
+            metric.to_string()
+        };
+        println!(
+            "{label:<34} | {:>9.2} / {:>9.2} | {:>9.2} / {:>9.2} | {:>5.2} / {:>5.2}",
+            x.0,
+            x.1,
+            y.0,
+            y.1,
+            x.0 / y.0,
+            x.1 / y.1
+        );
+    }
+    if let (Some(x), Some(y)) = (a.rss_kib, b.rss_kib) {
+        println!(
+            "{:<34} | {:>17} KiB | {:>17} KiB | {:>13.2}",
+            format!("daemon VmRSS, {} pods", args.rss_pods),
+            x,
+            y,
+            x as f64 / y as f64
+        );
+    }
+}
+
+fn signal_watch() -> Result<watch::Receiver<bool>> {
+    let (tx, rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        eprintln!("bench-cri: signal, cleaning up");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let stop = signal_watch()?;
+    if args.compare {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("bench-cri --compare needs root");
+        }
+        return compare(&args, stop).await;
+    }
+    let endpoint = args.endpoint.clone().context("--endpoint or --compare")?;
+    let image = args.image.clone().context("--image")?;
+    let figs = bench_endpoint(
+        &args,
+        &endpoint,
+        &image,
+        args.daemon_pid,
+        args.cgroup_parent.clone(),
+        stop,
+    )
+    .await?;
+    print_one(&endpoint, &figs);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// --compare: the daemons and what they leave on the host.
+
+const BERTH_BRIDGE: &str = "berthbench0";
+const BERTH_SUBNET: &str = "10.231.240.0/24";
+const BERTH_CHAINS: &str = "BTBENCH";
+const CNI_NAME: &str = "cnibench";
+const CNI_BRIDGE: &str = "cnibench0";
+const CNI_SUBNET: &str = "10.231.241.0/24";
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn quiet(cmd: &str, args: &[&str]) {
+    let _ = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Deletes every iptables rule containing one of `needles`, the `CNI-*`
+/// chains they jump to and the chains named `<chain_prefix>-*`.
+fn remove_iptables(needles: &[String], chain_prefix: Option<&str>) {
+    for table in ["nat", "filter"] {
+        let saved = sh("iptables-save", &["-t", table]);
+        let mut chains = Vec::new();
+        for line in saved
+            .lines()
+            .filter(|l| l.starts_with("-A ") && needles.iter().any(|n| l.contains(n.as_str())))
+        {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(t) = words.iter().position(|w| *w == "-j").and_then(|i| words.get(i + 1)) {
+                if t.starts_with("CNI-") {
+                    chains.push(t.to_string());
+                }
+            }
+            quiet("sh", &["-c", &format!("iptables -w -t {table} -D {}", &line[3..])]);
+        }
+        if let Some(p) = chain_prefix {
+            chains.extend(
+                saved
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(':'))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter(|c| c.starts_with(&format!("{p}-")))
+                    .map(str::to_string),
+            );
+        }
+        for c in chains {
+            quiet("iptables", &["-w", "-t", table, "-F", &c]);
+            quiet("iptables", &["-w", "-t", table, "-X", &c]);
+        }
+    }
+}
+
+/// Removes `rel` (a cgroup path) under every hierarchy, deepest first.
+fn remove_cgroups(rel: &str) {
+    let rel = rel.trim_start_matches('/');
+    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for root in roots.flatten() {
+        let top = root.path().join(rel);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = vec![top];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(es) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(es.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(d) {
+                eprintln!("warning: rmdir {}: {e}", d.display());
+            }
+        }
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let d = dir.display().to_string();
+    let mut targets: Vec<String> = sh("findmnt", &["-rn", "-o", "TARGET"])
+        .lines()
+        .filter(|t| t.starts_with(&d))
+        .map(str::to_string)
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        quiet("umount", &["-l", &t]);
+    }
+}
+
+fn wait_socket(d: &mut Guarded, sock: &Path, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if d.try_wait().is_some() || Instant::now() > deadline {
+            bail!("{} did not come up: {}", d.name(), berth_hack::process::tail(log, 4096));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+async fn run_berth(args: &Args, bin: &Path, tmp: &Path, image: &str, stop: watch::Receiver<bool>) -> Result<Figures> {
+    let dir = tmp.join("berth");
+    let cni = dir.join("cni");
+    std::fs::create_dir_all(&cni)?;
+    let cgroup_prefix = format!("/berth-bench-cri-{}", std::process::id());
+    let cfg = dir.join("berth.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[network]\nbridge = \"{BERTH_BRIDGE}\"\nsubnet = \"{BERTH_SUBNET}\"\nchain_prefix = \"{BERTH_CHAINS}\"\n\n\
+             [cni]\nconf_dir = \"{}\"\n\n[runtime]\ncgroup_prefix = \"{cgroup_prefix}\"\n",
+            cni.display()
+        ),
+    )?;
+    let sock = dir.join("state/berth.sock");
+    let log = dir.join("berthd.log");
+    let mut cmd = Command::new(bin.join("berthd"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&sock);
+    let result = async {
+        let mut d = Guarded::spawn("berthd", cmd, &log)?;
+        wait_socket(&mut d, &sock, &log)?;
+        let endpoint = format!("unix://{}", sock.display());
+        let r = bench_endpoint(args, &endpoint, image, Some(d.pid()), None, stop).await;
+        d.stop(Duration::from_secs(20));
+        r.map_err(|e| e.context(berth_hack::process::tail(&log, 2048)))
+    }
+    .await;
+    quiet("ip", &["link", "del", BERTH_BRIDGE]);
+    remove_iptables(
+        &[
+            format!("berth:{BERTH_BRIDGE}:"),
+            format!("berth:{BERTH_CHAINS}:jump"),
+            format!("-j {BERTH_CHAINS}-"),
+        ],
+        Some(BERTH_CHAINS),
+    );
+    unmount_under(&dir);
+    remove_cgroups(&cgroup_prefix);
+    result
+}
+
+/// containerd's shims (their `-address` is under `dir`).
+fn kill_shims(dir: &Path) {
+    let needle = dir.display().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("containerd-shim") && cmdline.contains(&needle) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+async fn run_containerd(
+    args: &Args,
+    tmp: &Path,
+    registry: &str,
+    image: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<Figures> {
+    let dir = tmp.join("containerd");
+    let (root, state, cni, ipam) = (dir.join("root"), dir.join("state"), dir.join("cni"), dir.join("ipam"));
+    for d in [&root, &state, &cni, &ipam] {
+        std::fs::create_dir_all(d)?;
+    }
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": CNI_NAME,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": CNI_BRIDGE,
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": CNI_SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": ipam.display().to_string()
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(cni.join("10-cnibench.conflist"), conflist.to_string())?;
+    let sock = dir.join("containerd.sock");
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
+    let cfg = format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{sock}.debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{dir}/opt"
+[{cri}]
+  sandbox_image = "{registry}/berth/pause:v1"
+  disable_apparmor = true
+  enable_selinux = false
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[{cri}.containerd.runtimes.runc.options]
+  BinaryName = "/usr/sbin/runc"
+  SystemdCgroup = false
+[{cri}.cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{cni}"
+[{cri}.registry.mirrors."{registry}"]
+  endpoint = ["http://{registry}"]
+"#,
+        root = root.display(),
+        state = state.display(),
+        sock = sock.display(),
+        dir = dir.display(),
+        cni = cni.display(),
+    );
+    let cfg_path = dir.join("config.toml");
+    std::fs::write(&cfg_path, cfg)?;
+    let log = dir.join("containerd.log");
+    let mut cmd = Command::new("containerd");
+    cmd.arg("--config").arg(&cfg_path);
+    let cgroup_parent = format!("/cri-bench-{}", std::process::id());
+    let result = async {
+        let mut d = Guarded::spawn("containerd", cmd, &log)?;
+        wait_socket(&mut d, &sock, &log)?;
+        let endpoint = format!("unix://{}", sock.display());
+        let r = bench_endpoint(args, &endpoint, image, Some(d.pid()), Some(cgroup_parent.clone()), stop).await;
+        d.stop(Duration::from_secs(20));
+        r.map_err(|e| e.context(berth_hack::process::tail(&log, 2048)))
+    }
+    .await;
+    kill_shims(&dir);
+    std::thread::sleep(Duration::from_millis(300));
+    quiet("ip", &["link", "del", CNI_BRIDGE]);
+    remove_iptables(&[CNI_NAME.to_string(), CNI_BRIDGE.to_string()], None);
+    unmount_under(&dir);
+    remove_cgroups(&cgroup_parent);
+    result
+}
+
+async fn compare(args: &Args, stop: watch::Receiver<bool>) -> Result<()> {
+    let bin = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().context("exe dir")?.to_path_buf(),
+    };
+    let (images, exp) = testimages::build_cached(&bin.join("berth-test-images"))?;
+    let registry = Registry::start(RegistryOptions::default())?;
+    skopeo::push_all(&images, &exp, &registry.host(), &PushOptions::default(), &|n| {
+        n == "berth/busybox:latest" || n == "berth/pause:v1"
+    })?;
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{}/berth/busybox:latest", registry.host()));
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-bench-cri")
+        .tempdir_in("/var/tmp")?;
+    println!(
+        "image {image}, n={}, {} pods for RSS, {}×{} containers listed",
+        args.n, args.rss_pods, args.list_pods, args.containers_per_pod
+    );
+    let berth = run_berth(args, &bin, tmp.path(), &image, stop.clone()).await?;
+    print_one("berth", &berth);
+    if args.berth_only || *stop.borrow() {
+        return Ok(());
+    }
+    if Command::new("containerd").arg("--version").output().is_err() {
+        bail!("containerd not found (apt-get install -y containerd runc)");
+    }
+    let ctrd = run_containerd(args, tmp.path(), &registry.host(), &image, stop).await?;
+    print_one("containerd", &ctrd);
+    print_table(&berth, &ctrd, args);
+    drop(registry);
+    Ok(())
+}
