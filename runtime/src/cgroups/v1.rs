@@ -122,8 +122,9 @@ impl V1Manager {
             .map(|(m, _)| m)
     }
 
-    /// Copies `cpuset.cpus`/`cpuset.mems` from the parent into each new
-    /// cpuset directory: v1 refuses tasks in a cpuset with empty sets.
+    /// Copies `cpuset.cpus`/`cpuset.mems` from the parent into each given
+    /// cpuset directory whose sets are empty (top-down order): v1 refuses
+    /// tasks in a cpuset with empty sets.
     fn init_cpusets(created: &[PathBuf]) -> Result<()> {
         for dir in created {
             let Some(parent) = dir.parent() else { continue };
@@ -292,9 +293,13 @@ impl CgroupManager for V1Manager {
 
     fn create(&self) -> Result<()> {
         for d in &self.dirs {
-            let created = fsutil::mkdir_p(&d.path)?;
+            fsutil::mkdir_p(&d.path)?;
             if d.controllers.iter().any(|c| c == CTRL_CPUSET) {
-                Self::init_cpusets(&created)?;
+                // Every level, not only the ones this call made: a parent
+                // another create made a moment ago may not be seeded yet
+                // (concurrent pods under a new prefix), and a child seeded
+                // from an empty parent refuses tasks with ENOSPC.
+                Self::init_cpusets(&cpuset_levels(&d.path))?;
             }
         }
         if let Some((v2, _)) = &self.unified {
@@ -461,6 +466,18 @@ impl CgroupManager for V1Manager {
     }
 }
 
+/// The cpuset directories from the hierarchy's first level below its root
+/// down to `leaf`, top-down: every level whose parent is a cpuset directory too.
+fn cpuset_levels(leaf: &Path) -> Vec<PathBuf> {
+    let mut levels: Vec<PathBuf> = leaf
+        .ancestors()
+        .take_while(|dir| dir.parent().is_some_and(|p| p.join(CPUSET_CPUS).exists()))
+        .map(Path::to_path_buf)
+        .collect();
+    levels.reverse();
+    levels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +512,28 @@ mod tests {
         // Intermediate levels have no fake files: nothing to copy there.
         assert!(!cpuset.join("berth").join(CPUSET_CPUS).exists());
         assert_eq!(tree.read(&cpuset.join(CPUSET_CPUS)), "0-3");
+    }
+
+    /// Regression: 50 concurrent pods under a new prefix — one create made
+    /// the prefix dir and had not seeded it yet when another create seeded
+    /// its child from the still-empty prefix, and adding the pod init failed
+    /// with ENOSPC. Every level is seeded top-down now, made by us or not.
+    #[test]
+    fn an_unseeded_parent_made_by_someone_else_is_seeded_before_the_child() {
+        let tree = FakeTree::new();
+        let root = tree.v1_root("cpuset");
+        let parent = root.join("prefix");
+        let child = parent.join("pod");
+        std::fs::create_dir_all(&child).unwrap();
+        tree.populate_v1_controller(&parent, "cpuset");
+        tree.populate_v1_controller(&child, "cpuset");
+        assert_eq!(tree.read(&parent.join(CPUSET_CPUS)), "");
+        let levels = cpuset_levels(&child);
+        assert_eq!(levels, vec![parent.clone(), child.clone()]);
+        V1Manager::init_cpusets(&levels).unwrap();
+        assert_eq!(tree.read(&parent.join(CPUSET_CPUS)), "0-3");
+        assert_eq!(tree.read(&child.join(CPUSET_CPUS)), "0-3");
+        assert_eq!(tree.read(&child.join(CPUSET_MEMS)), tree.read(&root.join(CPUSET_MEMS)));
     }
 
     #[test]
