@@ -82,6 +82,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         Err(_) => None,
     };
+    // Handlers first: a client can reach the socket the moment it is bound,
+    // and a SIGTERM before the handlers exist would kill berthd uncleanly.
+    let stop_signals = StopSignals::install()?;
     let listener = socket::bind(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), root = %config.root.display(), state = %config.state.display(), "berthd serving CRI v1");
 
@@ -104,7 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }),
     );
 
-    let signal_name = wait_for_stop_signal().await?;
+    let signal_name = stop_signals.wait().await;
     tracing::info!(
         signal = signal_name,
         in_flight = crate::edge::in_flight(),
@@ -174,13 +177,27 @@ fn build_services(config: Arc<Config>, images: Arc<ImageStore>) -> anyhow::Resul
     })
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment `install` returns.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the first stop signal received.
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Create `dir` (and parents) if missing; a dir we create gets `mode`.
