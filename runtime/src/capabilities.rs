@@ -30,6 +30,26 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Capability, LinuxCapabilities};
 
+/// The docker-compatible default capability set (14 capabilities) that the
+/// kubelet's users expect of a CRI runtime (containerd's default: no
+/// CAP_SYS_ADMIN).
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// Errors of capability handling, each naming the capability, set or syscall.
 #[derive(Debug, thiserror::Error)]
 pub enum CapError {

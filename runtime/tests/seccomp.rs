@@ -8,24 +8,6 @@ use berth_runtime::capabilities;
 use common::{is_root, Env};
 use serde_json::json;
 
-/// containerd's default capability set: no CAP_SYS_ADMIN.
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
 fn deny_mkdir_profile() -> serde_json::Value {
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -81,8 +63,8 @@ fn runtime_default_profile_denies_unshare() {
         "unshare -u true; echo unshare=$?; hostname; ls /proc/self/ns | wc -l",
     );
     let last = capabilities::read_last_cap(std::path::Path::new("/proc/sys/kernel/cap_last_cap")).unwrap();
-    let mask = capabilities::parse_set(DEFAULT_CAPS.iter(), last).unwrap();
-    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let mask = capabilities::parse_set(capabilities::DEFAULT_CAPABILITIES.iter(), last).unwrap();
+    let caps: Vec<&str> = capabilities::DEFAULT_CAPABILITIES.to_vec();
     b.spec["process"]["capabilities"] = json!({
         "bounding": caps, "effective": caps, "permitted": caps
     });

@@ -241,15 +241,9 @@ fn cgroup_namespace() -> bool {
 fn max_nofile() -> u64 {
     static MAX: OnceLock<u64> = OnceLock::new();
     *MAX.get_or_init(|| {
-        const CAP_SYS_RESOURCE: u32 = 24;
-        let has_cap = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .is_some_and(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0);
+        let cap_sys_resource = berth_runtime::capabilities::index_of(oci_spec::runtime::Capability::SysResource);
+        let has_cap = berth_runtime::capabilities::current_sets()
+            .is_ok_and(|(effective, _, _)| effective & (1 << cap_sys_resource) != 0);
         let own_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(_, hard)| hard)
             .unwrap_or(u64::MAX);

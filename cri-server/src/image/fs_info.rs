@@ -5,8 +5,8 @@ use std::sync::Arc;
 use berth_images::ImageService as ImageStore;
 use k8s_cri::v1::{FilesystemIdentifier, FilesystemUsage, ImageFsInfoRequest, ImageFsInfoResponse, UInt64Value};
 
-use super::blocking;
 use crate::error::CriError;
+use crate::services::blocking;
 
 #[tracing::instrument(skip_all)]
 pub async fn image_fs_info(

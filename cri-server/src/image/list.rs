@@ -5,9 +5,9 @@ use std::sync::Arc;
 use berth_images::ImageService as ImageStore;
 use k8s_cri::v1::{ListImagesRequest, ListImagesResponse};
 
-use super::blocking;
 use super::convert::to_cri_image;
 use crate::error::CriError;
+use crate::services::blocking;
 
 #[tracing::instrument(skip_all)]
 pub async fn list_images(store: Arc<ImageStore>, request: ListImagesRequest) -> Result<ListImagesResponse, CriError> {

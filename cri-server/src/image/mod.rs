@@ -37,13 +37,6 @@ fn required_image(spec: Option<&ImageSpec>, field: &'static str) -> Result<Strin
     Ok(image.to_string())
 }
 
-/// Run blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CriError> + Send + 'static) -> Result<T, CriError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CriError::Internal(format!("store task failed: {e}")))?
-}
-
 #[tonic::async_trait]
 impl ImageService for ImageHandlers {
     async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {

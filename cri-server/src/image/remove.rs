@@ -5,8 +5,9 @@ use std::sync::Arc;
 use berth_images::ImageService as ImageStore;
 use k8s_cri::v1::{RemoveImageRequest, RemoveImageResponse};
 
-use super::{blocking, required_image};
+use super::required_image;
 use crate::error::CriError;
+use crate::services::blocking;
 
 #[tracing::instrument(skip_all, fields(image = tracing::field::Empty))]
 pub async fn remove_image(

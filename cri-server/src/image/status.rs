@@ -6,8 +6,9 @@ use berth_images::ImageService as ImageStore;
 use k8s_cri::v1::{ImageStatusRequest, ImageStatusResponse};
 
 use super::convert::{to_cri_image, verbose_info};
-use super::{blocking, required_image};
+use super::required_image;
 use crate::error::CriError;
+use crate::services::blocking;
 
 #[tracing::instrument(skip_all, fields(image = tracing::field::Empty))]
 pub async fn image_status(

@@ -13,24 +13,8 @@ pub const DEFAULT_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbi
 /// `LimitNOFILE=infinity` (the kernel's `nr_open`, 1048576 by default).
 pub const DEFAULT_RLIMIT_NOFILE: u64 = 1_048_576;
 
-/// The docker-compatible default capability set (14 capabilities) that the
-/// kubelet's users expect of a CRI runtime.
-pub const DEFAULT_CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// The default capability set (defined once, in the engine).
+pub use berth_runtime::capabilities::DEFAULT_CAPABILITIES;
 
 /// Paths masked when the CRI security context gives no `masked_paths`
 /// (containerd's `pkg/oci` list, the same as the kubelet's default).
