@@ -6,7 +6,7 @@
 //! ```text
 //! let engine = Engine::new("/run/berth/containers", "/usr/bin/berth-runtime");
 //! engine.create(&CreateOptions { id, bundle, stdio: StdioMode::Monitor {
-//!     log_path: Some(log), stdin: false }, pid_file: None,
+//!     log_path: Some(log), stdin: false, stdin_once: false }, pid_file: None,
 //!     overlay: Some(OverlayRootfs { lower_dirs, upper_dir, work_dir }) })?;
 //! engine.start(id)?;                        // CRI StartContainer
 //! engine.state(id)?.status                  // created | running | stopped

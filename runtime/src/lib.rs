@@ -7,9 +7,10 @@
 //!   delete, exec, attach, resize, log reopen).
 //! - [`container`]: the lifecycle operations behind it, one file each.
 //! - [`monitor`]: the per-container monitor — its setup half (in
-//!   `berth-runtime`) makes the container, then `execve`s the small
-//!   `berth-monitor` binary, the supervisor (poll loop, stdio, CRI log,
-//!   exit record, control socket).
+//!   `berth-runtime`) makes the container, then `execve`s the
+//!   `berth-monitor` binary (crate `runtime/monitor`: no_std, no libc),
+//!   the supervisor (poll loop, stdio, CRI log, exit record, control
+//!   socket).
 //! - [`init`]: the child side of create — namespaces, rootfs
 //!   (`mounts`, `devices`, `paths`, `pivot`), sysctls, process setup.
 //! - [`namespaces`]: new or joined namespaces, in kernel order.
@@ -21,13 +22,11 @@
 //!   (paths passed in; unit-tested against a fake cgroupfs tree).
 //! - [`seccomp`]: OCI `LinuxSeccomp` → BPF, and the RuntimeDefault profile.
 //! - [`capabilities`]: apply the five capability sets.
-//! - [`logs`]: the CRI log-file writer (`RFC3339Nano stream F|P content`).
 //! - [`sandbox`]: pod sandboxes — pinned namespaces, the pod init, the pod
 //!   cgroup, restart recovery.
 
 pub mod capabilities;
 pub mod cgroups;
-pub mod logs;
 pub mod seccomp;
 
 pub mod channel;

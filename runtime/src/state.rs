@@ -52,12 +52,20 @@ use crate::procfs;
 pub const OCI_VERSION: &str = "1.2.0";
 
 const STATE_FILE: &str = "state.json";
+/// A file name the monitor defines (`berth_monitor::record`), as `&str`.
+const fn monitor_name(name: &'static std::ffi::CStr) -> &'static str {
+    match std::str::from_utf8(name.to_bytes()) {
+        Ok(s) => s,
+        Err(_) => panic!("monitor file names are ASCII"),
+    }
+}
+
 /// File name of the exit record in the container directory.
-pub const EXIT_FILE: &str = "exit.json";
+pub const EXIT_FILE: &str = monitor_name(berth_monitor::record::EXIT_FILE);
 /// File name of the start record in the container directory.
-pub const STARTED_FILE: &str = "started";
+pub const STARTED_FILE: &str = monitor_name(berth_monitor::record::STARTED_FILE);
 /// File name of the monitor's control socket in the container directory.
-pub const MONITOR_SOCKET: &str = "monitor.sock";
+pub const MONITOR_SOCKET: &str = monitor_name(berth_monitor::record::MONITOR_SOCKET);
 /// File name of the monitor's own log in the container directory.
 pub const MONITOR_LOG: &str = "monitor.log";
 
@@ -422,7 +430,11 @@ mod tests {
         assert!(matches!(dir.load("c1"), Err(StateError::NotFound(_))));
         dir.save(&sample("c1")).unwrap();
         assert_eq!(dir.load("c1").unwrap().status, Status::Created);
-        crate::monitor::record::write_started(&dir.container_dir("c1").unwrap(), "2026-01-01T00:00:00Z").unwrap();
+        std::fs::write(
+            dir.container_dir("c1").unwrap().join(STARTED_FILE),
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap();
         let running = dir.load("c1").unwrap();
         assert_eq!(running.status, Status::Running);
         assert_eq!(running.started.as_deref(), Some("2026-01-01T00:00:00Z"));

@@ -23,6 +23,7 @@ fn run(env: &Env, b: &Bundle, id: &str) -> Engine {
             stdio: StdioMode::Monitor {
                 log_path: None,
                 stdin: false,
+                stdin_once: false,
             },
             pid_file: None,
             overlay: None,

@@ -116,6 +116,7 @@ fn log_reopen_sends_new_lines_to_a_new_file() {
             stdio: StdioMode::Monitor {
                 log_path: Some(log.clone()),
                 stdin: false,
+                stdin_once: false,
             },
             pid_file: None,
             overlay: None,

@@ -99,6 +99,7 @@ impl Pods {
                 stdio: StdioMode::Monitor {
                     log_path: None,
                     stdin: false,
+                    stdin_once: false,
                 },
                 pid_file: None,
                 overlay: None,

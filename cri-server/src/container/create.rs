@@ -214,6 +214,7 @@ fn build(
         stdio: StdioMode::Monitor {
             log_path,
             stdin: config.stdin,
+            stdin_once: config.stdin_once,
         },
         pid_file: None,
         overlay: Some(OverlayRootfs {

@@ -137,6 +137,7 @@ fn stdio_mode(a: &CreateArgs) -> StdioMode {
         StdioMode::Monitor {
             log_path: Some(l.clone()),
             stdin: false,
+            stdin_once: false,
         }
     } else {
         StdioMode::Inherit

@@ -92,7 +92,7 @@ impl MonitorConn {
     /// Sends `req` and waits for its response (stream packets that arrive
     /// meanwhile are skipped).
     pub fn call(&self, req: &Request) -> Result<Response, ClientError> {
-        self.send_packet(&req.packet())?;
+        self.send_packet(req.packet().as_bytes())?;
         self.read_response()
     }
 

@@ -1,23 +1,17 @@
 //! The hand-over from the monitor's setup (in `berth-runtime`, with the
-//! whole engine linked in) to its supervisor (`berth-monitor`, small): the
-//! setup process `execve`s the supervisor binary, so the pid, the children,
-//! the subreaper flag and the blocked `SIGCHLD` stay; what it passes is a
-//! list of inherited descriptors and paths on the command line:
-//!
-//! ```text
-//! berth-monitor --id ID --dir CONTAINER_DIR --init PID --chan FD --listener FD
-//!               [--stdout FD] [--stderr FD] [--stdin FD] [--master FD]
-//!               [--log CRI_LOG] [--cgroup DIR] [--oom FILE]
-//! ```
-//!
-//! `--cgroup` is a cgroup directory whose `cgroup.procs` (recursively) lists
-//! the container's processes; `--oom` a file with an `oom_kill N` line
-//! (`memory.oom_control` on v1, `memory.events` on v2).
+//! whole engine linked in) to its supervisor (the `berth_monitor` crate):
+//! the setup process `execve`s the `berth-monitor` binary, so the pid, the
+//! children, the subreaper flag and the blocked `SIGCHLD` stay; what it
+//! passes is a list of inherited descriptors and paths on the command line
+//! ([`berth_monitor::args`] documents it and parses it on the other side).
+//! When the binary is missing, the same supervisor runs in this process.
 
-use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use berth_monitor::args::{Config, FD_FLAGS, PATH_FLAGS, STDIN_ONCE_FLAG};
 
 /// Name of the supervisor binary, looked up next to the running executable.
 pub const MONITOR_BINARY: &str = "berth-monitor";
@@ -27,10 +21,6 @@ pub const MONITOR_BINARY_ENV: &str = "BERTH_MONITOR_BINARY";
 /// Errors of the hand-over.
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
-    #[error("monitor arguments: {0}")]
-    Args(String),
-    #[error("monitor argument {flag}: descriptor {fd} is not open")]
-    BadFd { flag: &'static str, fd: RawFd },
     #[error("exec {exe}: {source}")]
     Exec { exe: PathBuf, source: nix::errno::Errno },
 }
@@ -58,6 +48,8 @@ pub struct Handoff {
     pub log: Option<PathBuf>,
     pub cgroup: Option<PathBuf>,
     pub oom: Option<PathBuf>,
+    /// Close the container's stdin when the first attached client leaves.
+    pub stdin_once: bool,
 }
 
 /// The supervisor binary: `$BERTH_MONITOR_BINARY`, or `berth-monitor`
@@ -78,10 +70,9 @@ fn clear_cloexec(fd: RawFd) -> Result<(), nix::errno::Errno> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map(drop)
 }
 
-/// Descriptor flags, in [`Handoff`] field order.
-const FD_FLAGS: [&str; 6] = ["--chan", "--listener", "--stdout", "--stderr", "--stdin", "--master"];
-/// Path flags, in [`Handoff`] field order.
-const PATH_FLAGS: [&str; 3] = ["--log", "--cgroup", "--oom"];
+fn cstring(s: impl AsRef<std::ffi::OsStr>) -> Option<CString> {
+    CString::new(s.as_ref().as_bytes()).ok()
+}
 
 impl Handoff {
     fn fds(&self) -> [Option<&OwnedFd>; 6] {
@@ -95,7 +86,7 @@ impl Handoff {
         ]
     }
 
-    /// The command line (after argv[0]) describing this hand-over.
+    /// The command line (after argv\[0\]) describing this hand-over.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |flag: &str, value: OsString| {
@@ -115,64 +106,10 @@ impl Handoff {
                 push(flag, p.clone().into());
             }
         }
-        args
-    }
-
-    /// Parses the command line a supervisor was started with.
-    ///
-    /// # Safety
-    /// Every descriptor number on the command line must be open and owned by
-    /// nothing else in this process (the setup passed it across `execve`).
-    pub unsafe fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<Handoff, HandoffError> {
-        let mut id = None;
-        let mut dir = None;
-        let mut init = None;
-        let mut fds: [Option<OwnedFd>; 6] = Default::default();
-        let mut paths: [Option<PathBuf>; 3] = Default::default();
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            let name = flag.to_str().unwrap_or_default();
-            let value = it
-                .next()
-                .ok_or_else(|| HandoffError::Args(format!("{} needs a value", flag.to_string_lossy())))?;
-            if let Some(slot) = FD_FLAGS.iter().position(|f| *f == name) {
-                let flag = FD_FLAGS[slot];
-                let raw = parse_num(&value, flag)?;
-                // SAFETY: only probed with F_GETFD; ownership is taken below.
-                let probe = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-                if raw < 0 || nix::fcntl::fcntl(probe, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-                    return Err(HandoffError::BadFd { flag, fd: raw });
-                }
-                // SAFETY: the caller guarantees `raw` is open and ours.
-                fds[slot] = Some(unsafe { OwnedFd::from_raw_fd(raw) });
-            } else if let Some(slot) = PATH_FLAGS.iter().position(|f| *f == name) {
-                paths[slot] = Some(PathBuf::from(value));
-            } else {
-                match name {
-                    "--id" => id = Some(value.to_string_lossy().into_owned()),
-                    "--dir" => dir = Some(PathBuf::from(value)),
-                    "--init" => init = Some(parse_num(&value, "--init")?),
-                    _ => return Err(HandoffError::Args(format!("unknown flag {}", flag.to_string_lossy()))),
-                }
-            }
+        if self.stdin_once {
+            args.push(STDIN_ONCE_FLAG.into());
         }
-        let missing = |what: &str| HandoffError::Args(format!("{what} is required"));
-        let [chan, listener, stdout, stderr, stdin, master] = fds;
-        let [log, cgroup, oom] = paths;
-        Ok(Handoff {
-            id: id.ok_or_else(|| missing("--id"))?,
-            container_dir: dir.ok_or_else(|| missing("--dir"))?,
-            init_pid: init.ok_or_else(|| missing("--init"))?,
-            chan: chan.ok_or_else(|| missing("--chan"))?,
-            listener: listener.ok_or_else(|| missing("--listener"))?,
-            stdout,
-            stderr,
-            stdin,
-            master,
-            log,
-            cgroup,
-            oom,
-        })
+        args
     }
 
     /// Replaces this process with the supervisor at `exe`. Returns only on
@@ -190,7 +127,7 @@ impl Handoff {
         }
         let argv: Option<Vec<CString>> = std::iter::once(exe.as_os_str().to_owned())
             .chain(self.to_args())
-            .map(|a| CString::new(a.as_bytes()).ok())
+            .map(cstring)
             .collect();
         let Some(argv) = argv else {
             return exec_err(nix::errno::Errno::EINVAL);
@@ -200,13 +137,37 @@ impl Handoff {
             Err(e) => exec_err(e),
         }
     }
-}
 
-fn parse_num(value: &OsStr, flag: &str) -> Result<i32, HandoffError> {
-    value
-        .to_str()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| HandoffError::Args(format!("{flag}: not a number: {}", value.to_string_lossy())))
+    /// Runs the supervisor in this process (the binary is missing or could
+    /// not be exec'd) until the container is gone; returns the exit status
+    /// for this process. The process must be single-threaded: the
+    /// supervisor blocks SIGCHLD and reaps every child.
+    pub fn supervise_in_process(self) -> i32 {
+        let paths = [&self.log, &self.cgroup, &self.oom].map(|p| p.as_ref().and_then(cstring));
+        let (Some(id), Some(dir)) = (CString::new(self.id.as_str()).ok(), cstring(&self.container_dir)) else {
+            return 1;
+        };
+        let raw = |fd: Option<OwnedFd>| fd.map(IntoRawFd::into_raw_fd);
+        let [log, cgroup, oom] = &paths;
+        let cfg = Config {
+            id: &id,
+            dir: &dir,
+            init_pid: self.init_pid,
+            chan: self.chan.into_raw_fd(),
+            listener: self.listener.into_raw_fd(),
+            stdout: raw(self.stdout),
+            stderr: raw(self.stderr),
+            stdin: raw(self.stdin),
+            master: raw(self.master),
+            log: log.as_deref(),
+            cgroup: cgroup.as_deref(),
+            oom: oom.as_deref(),
+            stdin_once: self.stdin_once,
+        };
+        // SAFETY: every descriptor in `cfg` was just released from an
+        // OwnedFd of this Handoff, so nothing else owns it.
+        unsafe { berth_monitor::supervise::supervise(cfg) }
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn args_roundtrip_and_descriptors_change_hands() {
+    fn the_monitor_parses_what_the_setup_writes() {
         let h = Handoff {
             id: "c1".into(),
             container_dir: "/run/berth/c1".into(),
@@ -232,58 +193,28 @@ mod tests {
             log: Some("/var/log/pods/p/c/0.log".into()),
             cgroup: Some("/sys/fs/cgroup/pids/berth/c1".into()),
             oom: None,
+            stdin_once: true,
         };
-        let args = h.to_args();
-        let raw: Vec<RawFd> = h.fds().into_iter().flatten().map(AsRawFd::as_raw_fd).collect();
-        // Release the descriptors, as execve would, so `from_args` owns them.
-        let Handoff {
-            chan,
-            listener,
-            stdout,
-            master,
-            ..
-        } = h;
-        for fd in [Some(chan), Some(listener), stdout, master].into_iter().flatten() {
-            let _released = std::os::fd::IntoRawFd::into_raw_fd(fd);
-        }
-        // SAFETY: the numbers on the command line were just released above.
-        let back = unsafe { Handoff::from_args(args) }.unwrap();
-        let back_raw: Vec<RawFd> = back.fds().into_iter().flatten().map(AsRawFd::as_raw_fd).collect();
-        assert_eq!(back_raw, raw);
-        assert_eq!(back.id, "c1");
-        assert_eq!(back.init_pid, 42);
-        assert_eq!(back.container_dir, Path::new("/run/berth/c1"));
-        assert!(back.stdout.is_some() && back.master.is_some() && back.stderr.is_none() && back.stdin.is_none());
-        assert_eq!(back.log.as_deref(), Some(Path::new("/var/log/pods/p/c/0.log")));
-        assert_eq!(back.cgroup.as_deref(), Some(Path::new("/sys/fs/cgroup/pids/berth/c1")));
-        assert_eq!(back.oom, None);
-    }
-
-    #[test]
-    fn bad_command_lines_are_refused() {
-        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        // SAFETY: no descriptor in these command lines is ever adopted
-        // (they fail before or at the F_GETFD probe of an unused number).
-        unsafe {
-            assert!(matches!(
-                Handoff::from_args(args(&["--id"])),
-                Err(HandoffError::Args(_))
-            ));
-            assert!(matches!(
-                Handoff::from_args(args(&["--bogus", "1"])),
-                Err(HandoffError::Args(_))
-            ));
-            assert!(matches!(
-                Handoff::from_args(args(&["--id", "c", "--dir", "/x", "--init", "1"])),
-                Err(HandoffError::Args(_))
-            ));
-            assert!(matches!(
-                Handoff::from_args(args(&["--chan", "100000"])),
-                Err(HandoffError::BadFd {
-                    flag: "--chan",
-                    fd: 100000
-                })
-            ));
-        }
+        let args: Vec<CString> = h.to_args().into_iter().map(|a| cstring(a).unwrap()).collect();
+        let cfg = berth_monitor::args::parse(args.iter().map(|a| a.as_c_str())).unwrap();
+        assert_eq!(cfg.id.to_bytes(), b"c1");
+        assert_eq!(cfg.dir.to_bytes(), b"/run/berth/c1");
+        assert_eq!(cfg.init_pid, 42);
+        let fd = |o: Option<&OwnedFd>| o.map(AsRawFd::as_raw_fd);
+        assert_eq!(
+            [
+                Some(cfg.chan),
+                Some(cfg.listener),
+                cfg.stdout,
+                cfg.stderr,
+                cfg.stdin,
+                cfg.master
+            ],
+            h.fds().map(fd)
+        );
+        assert_eq!(cfg.log.unwrap().to_bytes(), b"/var/log/pods/p/c/0.log");
+        assert_eq!(cfg.cgroup.unwrap().to_bytes(), b"/sys/fs/cgroup/pids/berth/c1");
+        assert!(cfg.oom.is_none());
+        assert!(cfg.stdin_once);
     }
 }

@@ -15,17 +15,17 @@
 //!                           execve `berth-monitor` (same pid, children, subreaper)
 //!                             │ supervise: poll loop — start, attach, resize,
 //!                             │ log reopen, CRI log, reap, exit record
+//!                             │ (crate `berth_monitor`: no_std, no libc)
 //!                             ▼
 //!                           exit once every process of the container is gone
 //! ```
 //!
 //! - [`setup`]: the container-making half, in the big `berth-runtime`.
 //! - [`handoff`]: what passes across the `execve` (descriptors and paths).
-//! - [`supervise`]: the long-lived half, in the small `berth-monitor`
-//!   binary (a few hundred KiB of PSS); run in-process if that binary is
-//!   missing.
-//! - [`record`]: the `started` and `exit.json` records it writes.
-//! - [`protocol`], [`client`]: the control socket, both sides.
+//! - the long-lived half is the `berth_monitor` crate (`runtime/monitor`),
+//!   built as the `berth-monitor` binary: a static executable of a few
+//!   KiB in release builds; run in-process if that binary is missing.
+//! - [`protocol`], [`client`]: the client's side of the control socket.
 //! - [`spawn`]: the caller's side of starting a monitor.
 //!
 //! Nothing here depends on the caller staying alive: berthd (or the CLI)
@@ -35,10 +35,8 @@
 pub mod client;
 pub mod handoff;
 pub mod protocol;
-pub mod record;
 pub mod setup;
 pub mod spawn;
-pub mod supervise;
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -74,8 +72,12 @@ pub enum MonitorError {
         id: String,
         source: crate::container::cgroup::CgroupError,
     },
-    #[error("container {id}: log file: {source}")]
-    Log { id: String, source: crate::logs::LogError },
+    #[error("container {id}: open log file {path}: {source}")]
+    Log {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("container {id}: {source}")]
     Console {
         id: String,
@@ -132,6 +134,5 @@ pub fn run_with_sync(args: MonitorArgs, sync: OwnedFd) -> ! {
         let e = handoff.exec(&exe);
         let _ = writeln!(std::io::stderr(), "container {}: {e}; supervising in-process", args.id);
     }
-    supervise::supervise(handoff);
-    init::exit(0)
+    init::exit(handoff.supervise_in_process())
 }

@@ -47,6 +47,17 @@ fn write_id_map(id: &str, path: PathBuf, maps: &[LinuxIdMapping]) -> Result<(), 
     })
 }
 
+/// Opens (creating) the CRI log file as the monitor will.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(berth_monitor::log::LOG_FILE_MODE)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// The container's stdio as the init gets it and as the monitor keeps it.
 #[derive(Default)]
 struct Stdio {
@@ -110,7 +121,11 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
         StdioMode::Monitor { log_path: Some(p), .. } => {
             // Opened here so a bad path fails the create; the supervisor
             // opens it again by path.
-            crate::logs::LogWriter::open(p).map_err(|source| MonitorError::Log { id: id.clone(), source })?;
+            open_log(p).map_err(|source| MonitorError::Log {
+                id: id.clone(),
+                path: p.clone(),
+                source,
+            })?;
             Some(p.clone())
         }
         _ => None,
@@ -215,6 +230,7 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
             log,
             cgroup,
             oom,
+            stdin_once: matches!(args.stdio, StdioMode::Monitor { stdin_once: true, .. }),
         })
     })();
     finished.map_err(|e| {

@@ -30,8 +30,14 @@ pub enum StdioMode {
     /// default for detached `create` and foreground `run`).
     Inherit,
     /// The monitor holds pipes (or the pty master): it writes the CRI log
-    /// file when given, serves attach, and feeds stdin when `stdin`.
-    Monitor { log_path: Option<PathBuf>, stdin: bool },
+    /// file when given, serves attach, and feeds stdin when `stdin`; with
+    /// `stdin_once`, stdin closes when the first attached client leaves.
+    Monitor {
+        log_path: Option<PathBuf>,
+        stdin: bool,
+        #[serde(default)]
+        stdin_once: bool,
+    },
     /// A terminal whose master is sent to this unix socket (runc's
     /// `--console-socket`).
     ConsoleSocket(PathBuf),
