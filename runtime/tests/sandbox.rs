@@ -56,6 +56,7 @@ impl Pods {
                 id: id.into(),
                 namespaces,
                 resources: None,
+                cgroup_parent: None,
             })
             .unwrap()
     }
@@ -348,6 +349,7 @@ fn a_host_wide_sysctl_is_refused_naming_the_key_and_leaves_nothing() {
                 ..Default::default()
             },
             resources: None,
+            cgroup_parent: None,
         })
         .unwrap_err()
         .to_string();
@@ -368,6 +370,7 @@ fn a_host_wide_sysctl_is_refused_naming_the_key_and_leaves_nothing() {
                 ..Default::default()
             },
             resources: None,
+            cgroup_parent: None,
         })
         .unwrap_err()
         .to_string();
@@ -398,6 +401,7 @@ fn shared_pid_namespace_shm_stats_and_teardown() {
             resources: Some(
                 serde_json::from_value(json!({"memory": {"limit": limit}, "cpu": {"shares": 512}})).unwrap(),
             ),
+            cgroup_parent: None,
         })
         .unwrap();
     let init = pod.namespaces.init.expect("a pod init");

@@ -61,9 +61,14 @@ impl Env {
     }
 
     async fn pod(&mut self, name: &str, privileged: bool) -> (String, PodSandboxConfig) {
+        let config = self.pod_config(name, privileged);
+        self.run_pod(config).await
+    }
+
+    fn pod_config(&self, name: &str, privileged: bool) -> PodSandboxConfig {
         let log_dir = self.logs.path().join(name);
         std::fs::create_dir_all(&log_dir).unwrap();
-        let config = PodSandboxConfig {
+        PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.into(),
                 namespace: "default".into(),
@@ -80,7 +85,10 @@ impl Env {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    async fn run_pod(&mut self, config: PodSandboxConfig) -> (String, PodSandboxConfig) {
         let id = self
             .rt
             .run_pod_sandbox(RunPodSandboxRequest {
@@ -697,4 +705,357 @@ async fn berthd_sigkilled_and_restarted_keeps_containers_and_records_exits() {
     assert_eq!(st.reason, "Error");
     e.stop(&runner, 10).await;
     assert_eq!(e.status(&runner).await.unwrap().exit_code, 0);
+}
+
+/// The `user` of a container's status.
+async fn status_user(e: &mut Env, id: &str) -> LinuxContainerUser {
+    let st = e.status(id).await.unwrap();
+    st.user
+        .and_then(|u| u.linux)
+        .unwrap_or_else(|| panic!("ContainerStatus of {id} has no user"))
+}
+
+/// Checks `user` against what `id` says inside the container.
+async fn assert_user_is_the_process_identity(e: &mut Env, id: &str, user: &LinuxContainerUser) {
+    let out = e.sh(id, "id -u; id -g; id -G").await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0].parse::<i64>().unwrap(), user.uid, "uid: {out}");
+    assert_eq!(lines[1].parse::<i64>().unwrap(), user.gid, "gid: {out}");
+    let mut groups: Vec<i64> = lines[2].split_whitespace().map(|g| g.parse().unwrap()).collect();
+    groups.sort();
+    groups.dedup();
+    let mut want = user.supplemental_groups.clone();
+    want.push(user.gid);
+    want.sort();
+    want.dedup();
+    assert_eq!(groups, want, "`id -G` vs the status' groups: {out}");
+}
+
+#[tokio::test]
+async fn container_status_reports_the_user_its_process_runs_as() {
+    require_root!();
+    let mut e = Env::start(18, &["berth/busybox:latest", "berth/username:v1"]).await;
+    let pod = e.pod("whoami", false).await;
+    let ids = |uid: i64, gid: i64, groups: &[i64]| LinuxContainerUser {
+        uid,
+        gid,
+        supplemental_groups: groups.to_vec(),
+    };
+    let cases: Vec<(ContainerConfig, LinuxContainerUser)> = vec![
+        (
+            // run_as_user / run_as_group / supplemental_groups: the groups
+            // sorted, the primary gid among them.
+            ContainerConfig {
+                linux: security(|sc| {
+                    sc.run_as_user = Some(Int64Value { value: 1234 });
+                    sc.run_as_group = Some(Int64Value { value: 2345 });
+                    sc.supplemental_groups = vec![3456, 10];
+                }),
+                ..shell("numeric", SERVE)
+            },
+            ids(1234, 2345, &[10, 2345, 3456]),
+        ),
+        (
+            // The image's USER (a name) looked up in its /etc/passwd.
+            ContainerConfig {
+                metadata: meta("image-user"),
+                image: Some(ops::spec(&Env::image("berth/username:v1"))),
+                command: vec!["sh".into(), "-c".into(), SERVE.into()],
+                log_path: String::new(),
+                ..Default::default()
+            },
+            ids(1000, 1000, &[1000]),
+        ),
+        (
+            ContainerConfig {
+                linux: security(|sc| {
+                    sc.run_as_username = "nobody".into();
+                    sc.supplemental_groups = vec![1000];
+                }),
+                ..shell("byname", SERVE)
+            },
+            ids(65534, 65534, &[1000, 65534]),
+        ),
+        (shell("root", SERVE), ids(0, 0, &[0])),
+    ];
+    for (config, want) in cases {
+        let name = config.metadata.as_ref().unwrap().name.clone();
+        let id = e.run(&pod, config).await;
+        let user = status_user(&mut e, &id).await;
+        assert_eq!(user, want, "{name}");
+        assert_user_is_the_process_identity(&mut e, &id, &user).await;
+    }
+}
+
+/// Mount points of the cgroup hierarchies (v1 controllers, named, cgroup2).
+fn cgroup_mounts() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split_whitespace().next()?;
+            let target = pre.split_whitespace().nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(target))
+        })
+        .collect()
+}
+
+/// Every directory at and below cgroup `cgroup` in every hierarchy, deepest first.
+fn cgroup_dirs(cgroup: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for m in cgroup_mounts() {
+        let mut stack = vec![m.join(cgroup.trim_start_matches('/'))];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+            out.push(d);
+        }
+    }
+    out.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    out
+}
+
+/// A cgroup tree (absolute cgroup path) removed with everything below it on
+/// drop, in every hierarchy; `create` makes it first, as the kubelet makes a
+/// pod's cgroup before RunPodSandbox.
+struct CgroupTree(String);
+
+impl CgroupTree {
+    fn create(cgroup: &str) -> CgroupTree {
+        let tree = CgroupTree(cgroup.to_string());
+        for m in cgroup_mounts() {
+            std::fs::create_dir_all(m.join(cgroup.trim_start_matches('/'))).unwrap();
+        }
+        tree
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        let top = self.0.trim_start_matches('/').split('/').next().unwrap_or_default();
+        if top.is_empty() {
+            return;
+        }
+        for d in cgroup_dirs(&format!("/{top}")) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The cgroup of `pid` in the memory hierarchy (v1) or the unified one.
+fn memory_cgroup_of(pid: i64) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = |want: &dyn Fn(&str) -> bool| {
+        text.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            want(ctrls).then(|| path.to_string())
+        })
+    };
+    line(&|c| c.split(',').any(|c| c == "memory"))
+        .or_else(|| line(&|c| c.is_empty()))
+        .unwrap_or_else(|| panic!("no memory cgroup for {pid}: {text}"))
+}
+
+/// The memory limit file of cgroup `cgroup` (v1 or v2), read.
+fn memory_limit_of(cgroup: &str) -> String {
+    let rel = cgroup.trim_start_matches('/');
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(rel)
+        .join("memory.limit_in_bytes");
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join("memory.max");
+    std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap_or_else(|err| panic!("no memory limit for {cgroup}: {err}"))
+        .trim()
+        .to_string()
+}
+
+impl Env {
+    /// The host pid of container `id`'s init (verbose status).
+    async fn pid(&mut self, id: &str) -> i64 {
+        let r = self
+            .rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        info["pid"]
+            .as_i64()
+            .filter(|p| *p > 0)
+            .expect("a running container's pid")
+    }
+
+    async fn set_memory_limit(&mut self, id: &str, bytes: i64) {
+        self.rt
+            .update_container_resources(UpdateContainerResourcesRequest {
+                container_id: id.into(),
+                linux: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: bytes,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|err| panic!("UpdateContainerResources: {err}\n{}", self.d.log_tail()));
+    }
+
+    async fn remove_pod(&mut self, id: &str) {
+        self.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+        self.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
+            .await
+            .unwrap();
+        self.pods.retain(|p| p != id);
+    }
+}
+
+fn limited(name: &str, bytes: i64) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..shell(name, SERVE)
+    }
+}
+
+#[tokio::test]
+async fn a_pods_cgroup_parent_holds_its_containers_and_berth_removes_only_what_it_made() {
+    require_root!();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let unique = format!("berthtest-{}-{nanos}", std::process::id());
+    // The kubelet's pod cgroup, made before RunPodSandbox as the kubelet
+    // does; and a parent nobody made. Both go on drop, after the pods.
+    let parent = format!("/{unique}/pod-uid-cg");
+    let _kubelet_made = CgroupTree::create(&parent);
+    let missing_parent = format!("/{unique}-missing/burstable/pod-uid-2");
+    let _berth_makes = CgroupTree(missing_parent.clone());
+    let mut e = Env::start(19, &["berth/busybox:latest"]).await;
+
+    for bad in [
+        "kubepods/pod1",
+        "/",
+        "/a/../../../etc",
+        "/kubepods//pod1",
+        "/kubepods/./pod1",
+        "/kubepods/pod1/",
+        "/kube\npods",
+        "kubepods.slice:cri-berth:pod1",
+    ] {
+        let mut c = e.pod_config("bad-cg", false);
+        c.linux.as_mut().unwrap().cgroup_parent = bad.into();
+        let r =
+            e.rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(c),
+                runtime_handler: String::new(),
+            })
+            .await;
+        let msg = expect_err(r, &[Code::InvalidArgument], bad);
+        assert!(msg.contains("linux.cgroup_parent"), "{bad:?}: {msg}");
+    }
+    let listed =
+        e.rt.list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert!(listed.is_empty(), "refused pods are not listed: {listed:?}");
+
+    let mut c = e.pod_config("cg", false);
+    c.linux.as_mut().unwrap().cgroup_parent = parent.clone();
+    let pod = e.run_pod(c).await;
+    let id = e.run(&pod, limited("in-parent", 64 << 20)).await;
+    let want = format!("{parent}/{}/{id}", pod.0);
+    // The container's own view (no cgroup namespace on a v1/hybrid host).
+    let own = e.sh(&id, "cat /proc/self/cgroup").await;
+    let memory_line = own
+        .lines()
+        .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory")));
+    match memory_line {
+        Some(l) => assert!(l.ends_with(&format!(":{want}")), "{own}"),
+        None => assert!(own.starts_with("0::"), "a cgroup v2 host: {own}"),
+    }
+    let pid = e.pid(&id).await;
+    assert_eq!(memory_cgroup_of(pid), want);
+    assert_eq!(memory_limit_of(&want), (64u64 << 20).to_string());
+    e.set_memory_limit(&id, 96 << 20).await;
+    assert_eq!(memory_limit_of(&want), (96u64 << 20).to_string());
+    let stats =
+        e.rt.container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|err| panic!("ContainerStats: {err}\n{}", e.d.log_tail()))
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().working_set_bytes.is_some());
+
+    // A restarted berthd finds the pod and its containers where they are.
+    e.d.kill9();
+    e.d.restart().unwrap_or_else(|err| panic!("{err:#}"));
+    e.rt = e.d.runtime().await;
+    e.set_memory_limit(&id, 80 << 20).await;
+    assert_eq!(memory_limit_of(&want), (80u64 << 20).to_string());
+    let second = e.run(&pod, limited("after-restart", 32 << 20)).await;
+    let want2 = format!("{parent}/{}/{second}", pod.0);
+    assert_eq!(memory_cgroup_of(e.pid(&second).await), want2);
+    assert_eq!(memory_limit_of(&want2), (32u64 << 20).to_string());
+    e.stop(&second, 5).await;
+    e.remove(&second).await;
+    let left: Vec<PathBuf> = cgroup_dirs(&want2);
+    assert!(left.is_empty(), "a removed container's cgroups go: {left:?}");
+
+    // Removal takes the pod's cgroups, never the kubelet's parent.
+    e.remove_pod(&pod.0).await;
+    let under: Vec<PathBuf> = cgroup_dirs(&parent)
+        .into_iter()
+        .filter(|d| !d.ends_with(parent.trim_start_matches('/')))
+        .collect();
+    assert!(under.is_empty(), "berth's cgroups left under {parent}: {under:?}");
+    for m in cgroup_mounts() {
+        let dir = m.join(parent.trim_start_matches('/'));
+        assert!(dir.is_dir(), "the kubelet's {} must stay", dir.display());
+    }
+
+    // A parent that did not exist: berth makes it, and takes back what it made.
+    let mut c = e.pod_config("cg-missing", false);
+    c.linux.as_mut().unwrap().cgroup_parent = missing_parent.clone();
+    let pod2 = e.run_pod(c).await;
+    let id = e.run(&pod2, limited("in-made-parent", 48 << 20)).await;
+    let want = format!("{missing_parent}/{}/{id}", pod2.0);
+    assert_eq!(memory_cgroup_of(e.pid(&id).await), want);
+    assert_eq!(memory_limit_of(&want), (48u64 << 20).to_string());
+    e.remove_pod(&pod2.0).await;
+    let top = format!("/{unique}-missing");
+    assert_eq!(
+        cgroup_dirs(&top),
+        Vec::<PathBuf>::new(),
+        "berth made {top} and removes it"
+    );
 }

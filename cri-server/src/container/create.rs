@@ -14,7 +14,7 @@ use super::{container_dir, detached};
 use crate::error::CriError;
 use crate::oci::{self, ImageContext, LayerFiles, SpecOptions};
 use crate::services::{blocking, new_id, now_nanos, Services};
-use crate::store::{container_name_key, ContainerRecord, ContainerState, PodRecord, PodState};
+use crate::store::{container_name_key, ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser};
 
 /// Layer dirs of containers being created, not yet in a record: kept out of
 /// image garbage collection too (see [`super::recover`]).
@@ -122,10 +122,13 @@ async fn create_detached(
         })
         .await
     };
-    if let Err(e) = built {
-        creating_layers().lock().expect("creating layers").remove(&id);
-        return Err(e);
-    }
+    let user = match built {
+        Ok(user) => user,
+        Err(e) => {
+            creating_layers().lock().expect("creating layers").remove(&id);
+            return Err(e);
+        }
+    };
 
     let record = ContainerRecord {
         id: id.clone(),
@@ -145,6 +148,7 @@ async fn create_detached(
         stop_signal,
         resources: None,
         lower_dirs,
+        user: Some(user),
     };
     let inserted = s.store.insert_container(&record);
     creating_layers().lock().expect("creating layers").remove(&id);
@@ -171,7 +175,8 @@ async fn create_detached(
     Ok(CreateContainerResponse { container_id: id })
 }
 
-/// Writes the bundle and has the engine create the container.
+/// Writes the bundle and has the engine create the container; returns the
+/// user its process runs as (as the spec says).
 #[allow(clippy::too_many_arguments)]
 fn build(
     s: &Services,
@@ -182,7 +187,7 @@ fn build(
     image: &berth_images::Image,
     lower_dirs: Vec<PathBuf>,
     log_path: Option<PathBuf>,
-) -> Result<(), CriError> {
+) -> Result<ProcessUser, CriError> {
     let bundle = dir.join("bundle");
     let rootfs = bundle.join("rootfs");
     let upper = dir.join("fs/upper");
@@ -200,6 +205,7 @@ fn build(
     opts.cgroup_namespace = cgroup_namespace();
     opts.rlimit_nofile = opts.rlimit_nofile.min(max_nofile());
     let spec = oci::container_spec(id, config, sandbox, &image_ctx, &opts)?;
+    let user = process_user(&spec);
     let spec_path = bundle.join("config.json");
     spec.save(&spec_path)
         .map_err(|e| CriError::Internal(format!("write {}: {e}", spec_path.display())))?;
@@ -223,7 +229,17 @@ fn build(
             work_dir: work,
         }),
     })?;
-    Ok(())
+    Ok(user)
+}
+
+/// The spec's process user, in the record's terms.
+pub(super) fn process_user(spec: &oci_spec::runtime::Spec) -> ProcessUser {
+    let user = spec.process().as_ref().map(|p| p.user().clone()).unwrap_or_default();
+    ProcessUser {
+        uid: user.uid(),
+        gid: user.gid(),
+        supplemental_groups: user.additional_gids().clone().unwrap_or_default(),
+    }
 }
 
 /// Whether containers get a cgroup namespace on this host (probed once).

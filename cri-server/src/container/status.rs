@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_cri::v1::{ContainerResources, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ImageSpec};
+use k8s_cri::v1::{
+    ContainerResources, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse, ContainerUser, ImageSpec,
+    LinuxContainerUser,
+};
 
 use super::{container_dir, cri_state, record, refresh};
 use crate::error::CriError;
@@ -67,8 +70,20 @@ fn cri_status(rec: &ContainerRecord) -> ContainerStatus {
             .unwrap_or_default(),
         resources,
         image_id: rec.image_id.clone(),
-        user: None,
+        user: cri_user(rec),
     }
+}
+
+/// The identity the container's process runs as, resolved at create
+/// (unset for a record from before berth kept it).
+fn cri_user(rec: &ContainerRecord) -> Option<ContainerUser> {
+    rec.user.as_ref().map(|u| ContainerUser {
+        linux: Some(LinuxContainerUser {
+            uid: u.uid.into(),
+            gid: u.gid.into(),
+            supplemental_groups: u.supplemental_groups.iter().map(|&g| g.into()).collect(),
+        }),
+    })
 }
 
 fn verbose_info(s: &Services, rec: &ContainerRecord) -> Result<HashMap<String, String>, CriError> {

@@ -29,6 +29,7 @@ fn rec(state: ContainerState) -> ContainerRecord {
         stop_signal: None,
         resources: None,
         lower_dirs: Vec::new(),
+        user: None,
     }
 }
 

@@ -12,9 +12,14 @@
 //!             a failing rollback leaves the record NotReady for RemovePodSandbox to finish.
 //! ```
 //!
-//! The kubelet's `cgroup_parent` is not used: the engine puts every pod
-//! under its own cgroup (`Engine::pod_cgroup_path`), with the pod's
-//! `resources` plus `overhead` as its limits.
+//! The pod cgroup, with the pod's `resources` plus `overhead` as its limits:
+//! `<linux.cgroup_parent>/<id>` when the kubelet (cgroupfs driver) names a
+//! parent — where containerd puts its sandbox; the pod init and every
+//! container (`<pod cgroup>/<container id>`) sit below it, so the kubelet's
+//! pod cgroup holds and accounts all of the pod — else the engine's own
+//! `<cgroup_prefix>/pods/<id>` (`Engine::pod_cgroup_path`). The parent is
+//! the kubelet's: berth removes only what it created in it
+//! (`berth_runtime::sandbox::cgroup`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +43,10 @@ pub const DEFAULT_HANDLER: &str = "";
 #[tracing::instrument(skip_all, fields(pod_sandbox_id = tracing::field::Empty, name_key = tracing::field::Empty))]
 pub async fn run(s: &Arc<Services>, request: RunPodSandboxRequest) -> Result<RunPodSandboxResponse, CriError> {
     let config = validate(&request)?;
+    if let Some(parent) = cgroup_parent(&config)? {
+        berth_runtime::sandbox::cgroup::validate_parent(&parent, &s.engine.sandbox_paths().cgroup_prefix)
+            .map_err(|reason| CriError::invalid(CGROUP_PARENT, reason))?;
+    }
     let key = PodRecord::name_key_of(&config);
     tracing::Span::current().record("name_key", key.as_str());
     let guard = s.locks.lock(&format!("podname/{key}")).await;
@@ -104,6 +113,7 @@ pub fn validate(request: &RunPodSandboxRequest) -> Result<PodSandboxConfig, CriE
         files::resolv_conf(dns)?;
     }
     network::port_mappings(&config)?;
+    cgroup_parent(&config)?;
     pin_request(&config, "")?;
     pod_resources(&config)?;
     Ok(config)
@@ -143,10 +153,14 @@ struct Done {
 async fn create(s: &Arc<Services>, key: String, config: PodSandboxConfig, handler: String) -> Result<String, CriError> {
     let id = services::new_id();
     tracing::Span::current().record("pod_sandbox_id", id.as_str());
+    let pod_cgroup = match cgroup_parent(&config)? {
+        Some(parent) => parent.join(&id),
+        None => s.engine.pod_cgroup_path(&id),
+    };
     let mut pod = PodRecord {
         name_key: key,
         dir: s.pods_dir.join(&id),
-        cgroup_parent: s.engine.pod_cgroup_path(&id).to_string_lossy().into_owned(),
+        cgroup_parent: pod_cgroup.to_string_lossy().into_owned(),
         id,
         config,
         runtime_handler: handler,
@@ -194,6 +208,7 @@ async fn set_up(s: &Arc<Services>, pod: &mut PodRecord, done: &mut Done) -> Resu
         id: pod.id.clone(),
         namespaces: pin_request(&pod.config, &hostname)?,
         resources: pod_resources(&pod.config)?,
+        cgroup_parent: cgroup_parent(&pod.config)?,
     };
     done.engine = true;
     let engine = s.engine.clone();
@@ -265,6 +280,51 @@ pub async fn remove_dir(dir: &std::path::Path) -> Result<(), CriError> {
         Err(e) => Err(CriError::Internal(format!("remove {}: {e}", dir.display()))),
     })
     .await
+}
+
+const CGROUP_PARENT: &str = "config.linux.cgroup_parent";
+
+/// Longest `linux.cgroup_parent` accepted, in bytes.
+pub const MAX_CGROUP_PARENT: usize = 2048;
+
+/// The kubelet's `linux.cgroup_parent` (cgroupfs driver), checked: an
+/// absolute, clean path (no empty, `.` or `..` components, no trailing
+/// `/`), below the root, without NUL, control characters or `:` (the
+/// systemd driver's `slice:prefix:name` form), at most
+/// [`MAX_CGROUP_PARENT`] bytes with components of at most 255. `None`
+/// when unset (empty).
+pub fn cgroup_parent(config: &PodSandboxConfig) -> Result<Option<std::path::PathBuf>, CriError> {
+    let Some(parent) = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()) else {
+        return Ok(None);
+    };
+    if parent.is_empty() {
+        return Ok(None);
+    }
+    let bad = |reason: &str| Err(CriError::invalid(CGROUP_PARENT, format!("{parent:?}: {reason}")));
+    if parent.len() > MAX_CGROUP_PARENT {
+        return bad(&format!("longer than {MAX_CGROUP_PARENT} bytes"));
+    }
+    if parent.chars().any(char::is_control) {
+        return bad("contains NUL or control characters");
+    }
+    if parent.contains(':') {
+        return bad("a systemd slice:prefix:name path: berth uses the cgroupfs driver");
+    }
+    let Some(rest) = parent.strip_prefix('/') else {
+        return bad("must be an absolute cgroup path");
+    };
+    if rest.is_empty() {
+        return bad("names the root cgroup");
+    }
+    for part in rest.split('/') {
+        match part {
+            "" => return bad("has an empty path component"),
+            "." | ".." => return bad("has a '.' or '..' component"),
+            p if p.len() > 255 => return bad("has a component longer than 255 bytes"),
+            _ => {}
+        }
+    }
+    Ok(Some(std::path::PathBuf::from(parent)))
 }
 
 /// The pod's hostname: the kubelet's, else the node's.

@@ -337,3 +337,47 @@ fn stats_carry_usage_and_timestamps() {
     assert_eq!(mem.available_bytes.unwrap().value, 6144);
     assert_eq!(linux.process.unwrap().process_count.unwrap().value, 3);
 }
+
+fn with_cgroup_parent(parent: &str) -> PodSandboxConfig {
+    let mut c = config();
+    c.linux = Some(LinuxPodSandboxConfig {
+        cgroup_parent: parent.into(),
+        ..Default::default()
+    });
+    c
+}
+
+#[test]
+fn cgroup_parent_must_be_a_clean_absolute_path() {
+    assert_eq!(super::run::cgroup_parent(&config()).unwrap(), None);
+    assert_eq!(super::run::cgroup_parent(&with_cgroup_parent("")).unwrap(), None);
+    for good in [
+        "/kubepods/burstable/pod1234",
+        "/kubepods.slice/kubepods-pod1.slice",
+        "/a",
+    ] {
+        let got = super::run::cgroup_parent(&with_cgroup_parent(good)).unwrap();
+        assert_eq!(got, Some(std::path::PathBuf::from(good)));
+        validate(&request(with_cgroup_parent(good))).unwrap();
+    }
+    let long = format!("/{}", "a/".repeat(1100));
+    let long_part = format!("/{}", "x".repeat(256));
+    for bad in [
+        "kubepods/pod1",
+        "/",
+        "//",
+        "/kubepods//pod1",
+        "/kubepods/pod1/",
+        "/kubepods/./pod1",
+        "/kubepods/../../etc",
+        "/..",
+        "/kube\0pods",
+        "/kube\npods",
+        "system.slice:berth:pod",
+        long.as_str(),
+        long_part.as_str(),
+    ] {
+        let msg = invalid_field(request(with_cgroup_parent(bad)));
+        assert!(msg.contains("config.linux.cgroup_parent"), "{bad:?}: {msg}");
+    }
+}

@@ -27,7 +27,7 @@ use std::sync::RwLock;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use records::{ContainerRecord, ContainerState, PodRecord, PodState};
+pub use records::{ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser};
 
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");

@@ -99,6 +99,21 @@ pub struct ContainerRecord {
     /// use for image garbage collection while the container exists.
     #[serde(default)]
     pub lower_dirs: Vec<PathBuf>,
+    /// Who the container's process runs as, resolved at create (records
+    /// from before berth kept this have none).
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
+}
+
+/// The resolved identity of a container's process: `run_as_user` /
+/// `run_as_username` / `run_as_group` or the image's `USER`, looked up in
+/// the image's `/etc/passwd` and `/etc/group`, with the supplementary
+/// groups the process gets (the primary gid among them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub supplemental_groups: Vec<u32>,
 }
 
 impl ContainerRecord {

@@ -56,6 +56,7 @@ fn container(id: &str, pod: &PodRecord, name: &str) -> ContainerRecord {
         stop_signal: None,
         resources: None,
         lower_dirs: Vec::new(),
+        user: None,
     }
 }
 
@@ -117,4 +118,22 @@ fn a_second_daemon_cannot_open_the_same_store() {
     let path = dir.path().join("cri.redb");
     let _first = CriStore::open(&path).unwrap();
     assert!(CriStore::open(&path).is_err());
+}
+
+#[test]
+fn a_container_record_without_a_user_still_loads_and_a_user_roundtrips() {
+    let p = pod("p1", "web", 0);
+    let mut c = container("c1", &p, "app");
+    let mut old = serde_json::to_value(&c).unwrap();
+    old.as_object_mut().unwrap().remove("user");
+    let loaded: ContainerRecord = decode("c1", old.to_string().as_bytes()).unwrap();
+    assert_eq!(loaded.user, None);
+    assert_eq!(loaded, c);
+    c.user = Some(ProcessUser {
+        uid: 1000,
+        gid: 100,
+        supplemental_groups: vec![10, 100],
+    });
+    let again: ContainerRecord = decode("c1", &encode("c1", &c).unwrap()).unwrap();
+    assert_eq!(again, c);
 }

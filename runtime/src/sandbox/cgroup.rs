@@ -7,6 +7,15 @@
 //! <prefix>/pods/<id>/<container>     containers, when the CRI layer puts them here
 //! ```
 //!
+//! With a cgroup parent from the caller (the kubelet's `cgroup_parent`,
+//! e.g. `/kubepods/burstable/pod<uid>`), the pod cgroup is `<parent>/<id>`
+//! instead — where containerd puts its sandbox — and the same tree hangs
+//! below it. The parent belongs to the caller: berth creates it when it is
+//! missing (as runc does), remembers which directories of it that create
+//! made ([`PodCgroup::missing_parents`], stored in the pod record before
+//! anything is created) and on removal takes back exactly those, if empty;
+//! never one that existed before.
+//!
 //! Removal is leaf-first with EBUSY retries (the cgroups module's
 //! `delete`), then empty parents up to and including the prefix are
 //! removed with a plain `rmdir` — never the prefix's parent, never a
@@ -32,19 +41,42 @@ pub fn pod_path(prefix: &Path, id: &str) -> PathBuf {
     prefix.join("pods").join(id)
 }
 
+/// Checks a caller's cgroup parent (see the module doc): an absolute
+/// cgroupfs path naming a cgroup below the root, outside berth's own
+/// `prefix` (whose empty dirs berth prunes).
+pub fn validate_parent(parent: &Path, prefix: &Path) -> Result<(), String> {
+    if !parent.is_absolute() {
+        return Err(format!("{} is not an absolute cgroup path", parent.display()));
+    }
+    crate::cgroups::validate_cgroups_path(parent).map_err(|e| e.to_string())?;
+    if parent.starts_with(prefix) {
+        return Err(format!(
+            "{} lies inside berth's own cgroup prefix {}",
+            parent.display(),
+            prefix.display()
+        ));
+    }
+    Ok(())
+}
+
 /// One pod's cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodCgroup {
     id: String,
     path: PathBuf,
+    /// Directories above `path` (in the hierarchies' filesystems) that the
+    /// pod's create made; removed with the pod when empty.
+    created_parents: Vec<PathBuf>,
 }
 
 impl PodCgroup {
     pub fn new(prefix: &Path, id: &str) -> PodCgroup {
-        PodCgroup {
-            id: id.to_string(),
-            path: pod_path(prefix, id),
-        }
+        PodCgroup::at(id, pod_path(prefix, id))
+    }
+
+    /// `<parent>/<id>`, for a caller's cgroup parent.
+    pub fn under(parent: &Path, id: &str) -> PodCgroup {
+        PodCgroup::at(id, parent.join(id))
     }
 
     /// For a recorded path.
@@ -52,7 +84,39 @@ impl PodCgroup {
         PodCgroup {
             id: id.to_string(),
             path,
+            created_parents: Vec::new(),
         }
+    }
+
+    /// For a pod record: its path and the parent dirs its create made.
+    pub fn of_record(rec: &super::record::PodRecord) -> PodCgroup {
+        PodCgroup {
+            created_parents: rec.created_cgroup_parents.clone(),
+            ..PodCgroup::at(&rec.id, rec.cgroup_path.clone())
+        }
+    }
+
+    /// Records `dirs` as made by this pod's create (see [`Self::missing_parents`]).
+    pub fn with_created_parents(mut self, dirs: Vec<PathBuf>) -> PodCgroup {
+        self.created_parents = dirs;
+        self
+    }
+
+    /// The directories above the pod cgroup, in every hierarchy, that do
+    /// not exist yet: what [`Self::create`] is about to make. Innermost first.
+    pub fn missing_parents(&self) -> Result<Vec<PathBuf>, SandboxError> {
+        let Some(parent) = self.path.parent().filter(|p| *p != Path::new("/")) else {
+            return Ok(Vec::new());
+        };
+        let mut missing = Vec::new();
+        for dir in self.manager(parent)?.paths() {
+            let mut cur = Some(dir.as_path());
+            while let Some(d) = cur.filter(|d| !d.exists()) {
+                missing.push(d.to_path_buf());
+                cur = d.parent();
+            }
+        }
+        Ok(missing)
     }
 
     pub fn path(&self) -> &Path {
@@ -111,7 +175,26 @@ impl PodCgroup {
         }
         m.delete().map_err(self.err())?;
         prune_empty_parents(&self.path, prefix, false);
+        self.remove_created_parents(&m.paths());
         Ok(())
+    }
+
+    /// `rmdir`s the recorded parents this pod made, innermost first; only
+    /// strict ancestors of the pod's own dirs, only when empty. Best effort.
+    fn remove_created_parents(&self, own: &[PathBuf]) {
+        let mut dirs: Vec<&PathBuf> = self
+            .created_parents
+            .iter()
+            .filter(|d| own.iter().any(|p| p.starts_with(d) && p != *d))
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            match std::fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::debug!(cgroup = %d.display(), error = %e, "parent cgroup kept"),
+            }
+        }
     }
 }
 
@@ -188,5 +271,41 @@ mod tests {
         assert_eq!(pod_path(Path::new("/berth"), "p1"), PathBuf::from("/berth/pods/p1"));
         let c = PodCgroup::new(Path::new("/x"), "p");
         assert_eq!(c.path(), Path::new("/x/pods/p"));
+        assert_eq!(
+            PodCgroup::under(Path::new("/kubepods/pod1"), "p").path(),
+            Path::new("/kubepods/pod1/p")
+        );
+    }
+
+    #[test]
+    fn caller_parents_are_validated() {
+        let prefix = Path::new("/berth");
+        validate_parent(Path::new("/kubepods/burstable/pod1"), prefix).unwrap();
+        validate_parent(Path::new("/berth-other/x"), prefix).unwrap();
+        for bad in ["kubepods", "/", "/a/../b", "/berth", "/berth/pods/x", "/a:b:c"] {
+            assert!(validate_parent(Path::new(bad), prefix).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_recorded_strict_ancestors_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = tmp.path().join("a/b/pod");
+        std::fs::create_dir_all(&own).unwrap();
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::remove_dir(&own).unwrap();
+        let cg = PodCgroup::at("pod", "/a/b/pod".into()).with_created_parents(vec![
+            tmp.path().join("a/b"),
+            tmp.path().join("a"),
+            other.clone(),
+            own.clone(),
+        ]);
+        cg.remove_created_parents(std::slice::from_ref(&own));
+        assert!(
+            !tmp.path().join("a").exists(),
+            "recorded ancestors removed innermost first"
+        );
+        assert!(other.exists(), "a recorded dir that is no ancestor stays");
     }
 }

@@ -21,6 +21,10 @@ pub struct PodSandboxSpec {
     /// Pod-level resources for the pod cgroup (the CRI layer folds
     /// `LinuxPodSandboxConfig.resources` and `overhead` into this).
     pub resources: Option<LinuxResources>,
+    /// The caller's cgroup parent (the kubelet's `cgroup_parent`): the pod
+    /// cgroup is then `<parent>/<id>` instead of `<prefix>/pods/<id>` (see
+    /// [`super::cgroup`]). Must pass [`super::cgroup::validate_parent`].
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// A pod as [`run`] made it.
@@ -66,6 +70,14 @@ fn pod_dir(paths: &SandboxPaths, id: &str) -> Result<PathBuf, SandboxError> {
 pub fn run(paths: &SandboxPaths, spec: &PodSandboxSpec) -> Result<PodSandbox, SandboxError> {
     let id = spec.id.as_str();
     let dir = pod_dir(paths, id)?;
+    if let Some(parent) = &spec.cgroup_parent {
+        super::cgroup::validate_parent(parent, &paths.cgroup_prefix).map_err(|reason| {
+            SandboxError::InvalidRequest {
+                dir: dir.clone(),
+                reason: format!("cgroup parent: {reason}"),
+            }
+        })?;
+    }
     super::mounts::ensure_private_root(&paths.root)?;
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
@@ -78,15 +90,25 @@ pub fn run(paths: &SandboxPaths, spec: &PodSandboxSpec) -> Result<PodSandbox, Sa
             })
         }
     }
-    let cg = PodCgroup::new(&paths.cgroup_prefix, id);
+    let mut cg = match &spec.cgroup_parent {
+        Some(parent) => PodCgroup::under(parent, id),
+        None => PodCgroup::new(&paths.cgroup_prefix, id),
+    };
     let mut rec = PodRecord {
         id: id.to_string(),
         status: RecordStatus::Creating,
         created: crate::state::now_rfc3339(),
         cgroup_path: cg.path().to_path_buf(),
         namespaces: PinnedNamespaces::default(),
+        created_cgroup_parents: Vec::new(),
     };
     let made = (|| {
+        if spec.cgroup_parent.is_some() {
+            // Recorded before the create makes them: a crash right after
+            // still leaves recovery what to take back.
+            rec.created_cgroup_parents = cg.missing_parents()?;
+            cg = cg.clone().with_created_parents(rec.created_cgroup_parents.clone());
+        }
         record::save(&dir, &rec)?;
         cg.create(spec.resources.as_ref())?;
         rec.namespaces = pin::pin(&paths.pod_init_binary, &dir, &spec.namespaces)?;
@@ -155,7 +177,7 @@ pub fn remove(paths: &SandboxPaths, id: &str) -> Result<(), SandboxError> {
         return PodCgroup::new(&paths.cgroup_prefix, id).delete(&paths.cgroup_prefix);
     }
     let cg = match record::load(&dir) {
-        Ok(Some(rec)) => PodCgroup::at(id, rec.cgroup_path),
+        Ok(Some(rec)) => PodCgroup::of_record(&rec),
         _ => PodCgroup::new(&paths.cgroup_prefix, id),
     };
     if let Some(p) = record::load_init(&dir) {

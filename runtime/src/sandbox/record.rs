@@ -36,10 +36,15 @@ pub struct PodRecord {
     pub status: RecordStatus,
     /// RFC 3339 creation time.
     pub created: String,
-    /// cgroup path of the pod (`<prefix>/pods/<id>`).
+    /// cgroup path of the pod (`<prefix>/pods/<id>`, or `<parent>/<id>`
+    /// under a caller's cgroup parent).
     pub cgroup_path: PathBuf,
     #[serde(default)]
     pub namespaces: PinnedNamespaces,
+    /// Directories of a caller's cgroup parent that this pod's create made
+    /// (hierarchy filesystem paths); removed with the pod when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_cgroup_parents: Vec<PathBuf>,
 }
 
 /// Reads `dir/pod.json`; `None` when absent.
@@ -177,6 +182,7 @@ mod tests {
             created: crate::state::now_rfc3339(),
             cgroup_path: "/berth/pods/p".into(),
             namespaces: PinnedNamespaces::default(),
+            created_cgroup_parents: Vec::new(),
         };
         save(tmp.path(), &rec).unwrap();
         assert_eq!(load(tmp.path()).unwrap(), Some(rec));
@@ -184,6 +190,13 @@ mod tests {
         std::fs::write(tmp.path().join(POD_FILE), "{").unwrap();
         let err = load(tmp.path()).unwrap_err().to_string();
         assert!(err.contains(POD_FILE), "{err}");
+        // A record from before created_cgroup_parents still loads.
+        std::fs::write(
+            tmp.path().join(POD_FILE),
+            r#"{"id":"p","status":"ready","created":"x","cgroup_path":"/berth/pods/p"}"#,
+        )
+        .unwrap();
+        assert!(load(tmp.path()).unwrap().unwrap().created_cgroup_parents.is_empty());
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn recover_pod(paths: &SandboxPaths, id: &str, report: &mut RecoveryReport) -> P
     };
     if let Some(reason) = reason {
         let cg = match &rec {
-            Some(r) => PodCgroup::at(id, r.cgroup_path.clone()),
+            Some(r) => PodCgroup::of_record(r),
             None => PodCgroup::new(&paths.cgroup_prefix, id),
         };
         let mut errs = Errors::default();
