@@ -1,7 +1,8 @@
 //! Root tests of the monitor: after the hand-over it is the small
 //! `berth-monitor` binary, it outlives a SIGKILLed caller and records the
-//! exit, it reopens the CRI log for rotation, and it still supervises
-//! in-process when the small binary is missing.
+//! exit, it reopens the CRI log for rotation, it feeds an attached
+//! client's stdin (closing it after the first client with stdin_once), and
+//! it still supervises in-process when the small binary is missing.
 
 mod common;
 
@@ -144,6 +145,68 @@ fn log_reopen_sends_new_lines_to_a_new_file() {
     );
     assert!(num(&new[0]) > num(old.last().unwrap()));
     engine.delete("rotate", false).unwrap();
+}
+
+/// Creates and starts `cat` reading stdin, its stdout in a CRI log.
+fn start_cat(env: &Env, engine: &Engine, id: &str, stdin_once: bool) -> PathBuf {
+    let b = env.bundle(id, "exec cat");
+    b.write();
+    let log = env.tmp.path().join(format!("{id}.log"));
+    engine
+        .create(&CreateOptions {
+            id: id.into(),
+            bundle: b.dir.clone(),
+            stdio: StdioMode::Monitor {
+                log_path: Some(log.clone()),
+                stdin: true,
+                stdin_once,
+            },
+            pid_file: None,
+            overlay: None,
+        })
+        .unwrap();
+    engine.start(id).unwrap();
+    log
+}
+
+/// Attaches, sends `line` as stdin, waits for it to come back on stdout,
+/// then leaves.
+fn attach_echo_and_leave(engine: &Engine, id: &str, line: &str) {
+    use berth_runtime::monitor::protocol::{TAG_STDIN, TAG_STDOUT};
+    let conn = engine.attach(id).unwrap();
+    conn.send_packet(&[&[TAG_STDIN], line.as_bytes()].concat()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = conn.recv_packet(&mut buf).unwrap();
+    assert_eq!(buf[0], TAG_STDOUT);
+    assert_eq!(&buf[1..n], line.as_bytes());
+}
+
+#[test]
+fn stdin_once_closes_stdin_when_the_first_attached_client_leaves() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    let engine = Engine::new(&env.root, common::BIN);
+
+    let log = start_cat(&env, &engine, "once", true);
+    attach_echo_and_leave(&engine, "once", "first\n");
+    // cat sees EOF on stdin and exits on its own.
+    let exit = engine.wait("once").unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+    assert_eq!(log_lines(&log), ["first"]);
+    engine.delete("once", false).unwrap();
+
+    let log = start_cat(&env, &engine, "kept", false);
+    attach_echo_and_leave(&engine, "kept", "one\n");
+    attach_echo_and_leave(&engine, "kept", "two\n");
+    // Without stdin_once, stdin stays open across attach sessions.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(engine.state("kept").unwrap().status, berth_runtime::state::Status::Running);
+    engine.kill("kept", nix::sys::signal::Signal::SIGKILL, false).unwrap();
+    assert_eq!(engine.wait("kept").unwrap().signal, Some(9));
+    assert_eq!(log_lines(&log), ["one", "two"]);
+    engine.delete("kept", false).unwrap();
 }
 
 #[test]
