@@ -202,7 +202,10 @@ fn stdin_once_closes_stdin_when_the_first_attached_client_leaves() {
     attach_echo_and_leave(&engine, "kept", "two\n");
     // Without stdin_once, stdin stays open across attach sessions.
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(engine.state("kept").unwrap().status, berth_runtime::state::Status::Running);
+    assert_eq!(
+        engine.state("kept").unwrap().status,
+        berth_runtime::state::Status::Running
+    );
     engine.kill("kept", nix::sys::signal::Signal::SIGKILL, false).unwrap();
     assert_eq!(engine.wait("kept").unwrap().signal, Some(9));
     assert_eq!(log_lines(&log), ["one", "two"]);
