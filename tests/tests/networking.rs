@@ -2,7 +2,8 @@
 //! other, a pod reaches the host through its gateway, a hostPort reaches a
 //! pod's web server from the host's 127.0.0.1 (and stops with the pod), 50
 //! pods started at once all get distinct addresses and leave nothing behind,
-//! and a CNI conflist (Debian's plugins) takes over from the built-in bridge.
+//! a CNI conflist (Debian's plugins) takes over from the built-in bridge, and
+//! a RunPodSandbox whose client leaves while a CNI plugin fails is undone fully.
 //!
 //! Each test has its own berthd with its own built-in network: bridge
 //! `berthn5N`, subnet `10.231.5N.0/24`, iptables chains `BTN5N-*` (berthd's
@@ -53,6 +54,12 @@ impl Env {
     /// A berthd whose built-in network is `berthn{net}` on `10.231.{net}.0/24`;
     /// `conflist`, when given, is installed in its CNI conf dir before start.
     async fn start(net: u8, conflist: Option<serde_json::Value>) -> Env {
+        Env::start_with_bins(net, conflist, &[]).await
+    }
+
+    /// As [`Env::start`], with CNI plugins looked up in `bin_dirs` (berthd's
+    /// `[cni] bin_dirs`) instead of the default dirs.
+    async fn start_with_bins(net: u8, conflist: Option<serde_json::Value>, bin_dirs: &[&Path]) -> Env {
         let cni = tempfile::tempdir().unwrap();
         if let Some(c) = &conflist {
             std::fs::write(cni.path().join("10-berth-test.conflist"), c.to_string()).unwrap();
@@ -62,8 +69,13 @@ impl Env {
         let cgroup_prefix = format!("/berth-test-n{net}-{}", std::process::id());
         let config = format!(
             "[network]\nbridge = \"{bridge}\"\nsubnet = \"10.231.{net}.0/24\"\nchain_prefix = \"{chain_prefix}\"\n\n\
-             [cni]\nconf_dir = \"{}\"\n\n[runtime]\ncgroup_prefix = \"{cgroup_prefix}\"\n",
-            cni.path().display()
+             [cni]\nconf_dir = \"{}\"\n{}\n[runtime]\ncgroup_prefix = \"{cgroup_prefix}\"\n",
+            cni.path().display(),
+            if bin_dirs.is_empty() {
+                String::new()
+            } else {
+                format!("bin_dirs = {:?}\n", bin_dirs)
+            }
         );
         let d = Berthd::start(&config).unwrap_or_else(|e| panic!("{e:#}"));
         // Its chains do not exist yet: the startup orphan cleanup must take
@@ -583,12 +595,24 @@ async fn fifty_pods_started_at_once_all_run_and_leave_nothing() {
     );
 }
 
+/// Debian's containernetworking-plugins dir; `None` (with a note) when they
+/// are not installed.
+fn debian_plugins() -> Option<&'static Path> {
+    let dir = Path::new("/usr/lib/cni");
+    if !dir.join("bridge").exists() {
+        eprintln!(
+            "SKIPPED: containernetworking-plugins not installed in {}",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
 #[tokio::test]
 async fn a_cni_conflist_networks_the_pod_and_removal_runs_del() {
     require_root!();
-    const PLUGINS: &str = "/usr/lib/cni";
-    if !Path::new(PLUGINS).join("bridge").exists() {
-        eprintln!("SKIPPED: containernetworking-plugins not installed in {PLUGINS}");
+    if debian_plugins().is_none() {
         return;
     }
     let net = 54u8;
@@ -669,4 +693,210 @@ async fn a_cni_conflist_networks_the_pod_and_removal_runs_del() {
         .filter(|l| ids.iter().any(|id| l.contains(id.as_str())))
         .collect();
     assert!(rules.is_empty(), "the plugins' rules for the pods are gone: {rules:?}");
+}
+
+/// A chained CNI plugin whose ADD fails after a second with a CNI error
+/// (code 101); DEL, CHECK, GC and STATUS succeed, VERSION answers. Every
+/// ADD/DEL is logged as `<command> <container id>` to `log`.
+fn failpoint_plugin(log: &Path) -> String {
+    format!(
+        r#"#!/bin/sh
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD)
+    echo "ADD $CNI_CONTAINERID" >>'{log}'
+    sleep 1
+    echo "ADD-FAILED $CNI_CONTAINERID" >>'{log}'
+    printf '{{"cniVersion":"1.0.0","code":101,"msg":"berth-failpoint: injected ADD failure","details":"failpoint"}}'
+    exit 1 ;;
+DEL)
+    echo "DEL $CNI_CONTAINERID" >>'{log}'
+    exit 0 ;;
+CHECK|GC|STATUS)
+    exit 0 ;;
+VERSION)
+    printf '{{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}}'
+    exit 0 ;;
+*)
+    printf '{{"cniVersion":"1.0.0","code":4,"msg":"unknown CNI_COMMAND %s"}}' "$CNI_COMMAND"
+    exit 1 ;;
+esac
+"#,
+        log = log.display()
+    )
+}
+
+impl Env {
+    /// What a pod that never came up could leave behind (its ID is
+    /// unknown: the client never got it), on the CNI network `network`
+    /// (bridge `cni_bridge`, host-local allocations in `ipam_dir`).
+    async fn failed_run_leftovers(&mut self, network: &str, cni_bridge: &str, ipam_dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let listed = self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+        for p in listed {
+            found.push(format!("pod listed: {} state {}", p.id, p.state));
+        }
+        let state = self.d().state.clone();
+        let pods_root = state.join("runtime/.pods");
+        for line in sh("findmnt", &["-rn", "-o", "TARGET"]).lines() {
+            if Path::new(line).starts_with(self.d().dir()) && Path::new(line) != pods_root {
+                found.push(format!("mount {line}"));
+            }
+        }
+        for dir in [state.join("pods"), pods_root, state.join("cni-cache/results")] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                found.push(format!("{} in {}", entry.file_name().to_string_lossy(), dir.display()));
+            }
+        }
+        for bridge in [cni_bridge, &self.bridge] {
+            for port in Env::ports_of(bridge) {
+                found.push(format!("link {port} on {bridge}"));
+            }
+        }
+        let pods_cgroup = format!("{}/pods/", self.cgroup_prefix);
+        for line in sh("find", &["/sys/fs/cgroup", "-path", &format!("*{pods_cgroup}*")]).lines() {
+            found.push(format!("cgroup {line}"));
+        }
+        for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cg = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            if cg.contains(&pods_cgroup) || String::from_utf8_lossy(&cmdline).contains("berth-failpoint") {
+                found.push(format!(
+                    "process {} ({:?}) in {cg:?}",
+                    p.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmdline)
+                ));
+            }
+        }
+        for table in ["nat", "filter"] {
+            for rule in sh("iptables-save", &["-t", table])
+                .lines()
+                .filter(|l| l.contains(network))
+            {
+                found.push(format!("iptables {table}: {rule}"));
+            }
+        }
+        for f in std::fs::read_dir(ipam_dir.join(network))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name().to_string_lossy().parse::<Ipv4Addr>().is_ok() {
+                found.push(format!("host-local allocation {}", f.path().display()));
+            }
+        }
+        found
+    }
+
+    /// Waits (bounded) until `log` shows every ADD undone by a DEL and
+    /// nothing of the failed pod is left.
+    async fn wait_rolled_back(&mut self, log: &Path, adds: usize, network: &str, cni_bridge: &str, ipam_dir: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let calls = std::fs::read_to_string(log).unwrap_or_default();
+            let ids: Vec<&str> = calls.lines().filter_map(|l| l.strip_prefix("ADD-FAILED ")).collect();
+            let undone = ids.len() == adds && ids.iter().all(|id| calls.contains(&format!("DEL {id}")));
+            let left = self.failed_run_leftovers(network, cni_bridge, ipam_dir).await;
+            if undone && left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not rolled back: plugin calls {calls:?}, left: {left:#?}\n{}",
+                self.d().log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_run_pod_sandbox_whose_client_goes_away_is_rolled_back_fully() {
+    require_root!();
+    let Some(plugins) = debian_plugins() else { return };
+    let net = 55u8;
+    let (cni_bridge, network) = (format!("cni{net}"), format!("berth-fail-test-{net}"));
+    let bins = tempfile::tempdir().unwrap();
+    let log = bins.path().join("calls.log");
+    let plugin = bins.path().join("berth-failpoint");
+    std::fs::write(&plugin, failpoint_plugin(&log)).unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ipam_dir = tempfile::tempdir().unwrap();
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [
+            {"type": "bridge", "bridge": cni_bridge, "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "dataDir": ipam_dir.path(),
+                      "ranges": [[{"subnet": format!("10.232.{net}.0/24")}]]}},
+            {"type": "berth-failpoint"}
+        ]
+    });
+    let mut e = Env::start_with_bins(net, Some(conflist), &[bins.path(), plugins]).await;
+    e.links.push(cni_bridge.clone());
+    let config = e.pod_config("failpoint", vec![]);
+
+    // The client gives up after 200 ms, long before the plugin fails, and
+    // closes its connection.
+    let mut client = e.d().runtime().await;
+    let call = client.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    });
+    let answer = tokio::time::timeout(Duration::from_millis(200), call).await;
+    assert!(answer.is_err(), "RunPodSandbox answered within 200 ms: {answer:?}");
+    drop(client);
+    // Mid-way (the plugin's ADD sleeping): the pod is there to be undone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().starts_with("ADD ") {
+        assert!(
+            Instant::now() < deadline,
+            "the failpoint's ADD never ran\n{}",
+            e.d().log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = e.failed_run_leftovers(&network, &cni_bridge, ipam_dir.path()).await;
+    if !std::fs::read_to_string(&log).unwrap_or_default().contains("ADD-FAILED") {
+        for what in [
+            "pod listed",
+            "mount",
+            "cgroup",
+            &format!("on {cni_bridge}"),
+            "host-local allocation",
+            "iptables",
+        ] {
+            assert!(
+                during.iter().any(|l| l.contains(what)),
+                "no {what} mid-way: {during:#?}"
+            );
+        }
+    }
+    e.wait_rolled_back(&log, 1, &network, &cni_bridge, ipam_dir.path())
+        .await;
+
+    // The same call, waited for: it fails naming the plugin, and the name
+    // is free again (the first pod is gone, not holding it).
+    let err =
+        e.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("the failpoint plugin fails every ADD");
+    assert_ne!(err.code(), tonic::Code::AlreadyExists, "{err}");
+    assert!(
+        err.message().contains("berth-failpoint"),
+        "the error names the plugin: {err}"
+    );
+    assert!(err.message().contains("injected ADD failure"), "and says why: {err}");
+    e.wait_rolled_back(&log, 2, &network, &cni_bridge, ipam_dir.path())
+        .await;
 }

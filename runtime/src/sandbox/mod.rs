@@ -14,8 +14,9 @@
 //! - [`sysctl`]: which sysctls a pod may set.
 //! - [`mounts`]: the pods root as a private self-bind, nsfs binds, the shm
 //!   tmpfs, and reading mountinfo.
-//! - [`cgroup`]: the pod cgroup (`<prefix>/pods/<id>`), its stats, and the
-//!   removal of empty berth parents.
+//! - [`cgroup`]: the pod cgroup (`<prefix>/pods/<id>`, or `<parent>/<id>`
+//!   under the caller's cgroup parent), its stats, and the removal of empty
+//!   berth parents (and of the caller's parent dirs berth had to create).
 //! - [`record`]: `pod.json` and the small files beside it.
 //! - [`lifecycle`]: run / stop / remove / status of a whole pod.
 //! - [`recover`]: what a restarted berthd finds and cleans.
