@@ -41,3 +41,10 @@ echo ">> cargo build"
 cargo build --workspace
 echo ">> cargo test"
 cargo test --workspace --no-fail-fast "$@"
+# The monitor ships as a static no-libc executable built only in release
+# (own _start, panic=abort; runtime/monitor/build.rs): run the engine's
+# monitor and lifecycle tests once more with that binary.
+echo ">> monitor tests with the static release berth-monitor"
+cargo build --release -p berth-monitor
+BERTH_MONITOR_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/release/berth-monitor" \
+    cargo test -p berth-runtime --test monitor --test lifecycle --test engine_ops --test terminal
