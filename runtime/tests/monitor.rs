@@ -213,6 +213,47 @@ fn stdin_once_closes_stdin_when_the_first_attached_client_leaves() {
 }
 
 #[test]
+fn stdin_to_a_container_that_closed_it_is_dropped_and_the_monitor_lives_on() {
+    use berth_runtime::monitor::protocol::TAG_STDIN;
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    let engine = Engine::new(&env.root, common::BIN);
+    let b = env.bundle("closed", "exec 0<&-; echo ready; exec sleep 100");
+    b.write();
+    let log = env.tmp.path().join("closed.log");
+    engine
+        .create(&CreateOptions {
+            id: "closed".into(),
+            bundle: b.dir.clone(),
+            stdio: StdioMode::Monitor {
+                log_path: Some(log.clone()),
+                stdin: true,
+                stdin_once: false,
+            },
+            pid_file: None,
+            overlay: None,
+        })
+        .unwrap();
+    engine.start("closed").unwrap();
+    wait_for("stdin closed inside", || log_lines(&log) == ["ready"]);
+    let monitor = monitor_pid(&env, "closed");
+    let conn = engine.attach("closed").unwrap();
+    for _ in 0..3 {
+        conn.send_packet(&[&[TAG_STDIN][..], b"into the void\n"].concat())
+            .unwrap();
+    }
+    drop(conn);
+    // The monitor got EPIPE (not SIGPIPE) and still answers.
+    engine.resize("closed", 24, 80).unwrap_err();
+    assert!(Path::new(&format!("/proc/{monitor}")).exists());
+    engine.kill("closed", nix::sys::signal::Signal::SIGKILL, false).unwrap();
+    assert_eq!(engine.wait("closed").unwrap().signal, Some(9));
+    engine.delete("closed", false).unwrap();
+}
+
+#[test]
 fn without_the_small_binary_the_monitor_supervises_in_process() {
     if !is_root() {
         return;

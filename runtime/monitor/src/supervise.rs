@@ -28,7 +28,7 @@ use crate::time;
 const CGROUP_RECHECK_MS: u32 = 100;
 
 /// Control connections served at once.
-pub const MAX_CLIENTS: usize = 16;
+pub const MAX_CLIENTS: usize = 64;
 
 /// Output drained after the last process is gone is bounded by this many
 /// reads (a writer outside the cgroup could otherwise keep us forever).
@@ -127,6 +127,10 @@ impl<'a> Supervisor<'a> {
             unsafe { (own(cfg.stdout), own(cfg.stderr), own(cfg.stdin), own(cfg.master)) };
         // Kept across execve by the setup, but set again rather than relied on.
         sys::set_child_subreaper()?;
+        // A container that closed its stdin, or a client gone mid-send,
+        // must give EPIPE, never kill the monitor (SIG_IGN is usually
+        // inherited across the setup's execve; not relied on).
+        sys::ignore_signal(libc::SIGPIPE)?;
         let sigfd = sys::block_into_signalfd(libc::SIGCHLD)?;
         let buf = Pages::new(protocol::MAX_PACKET)?;
         let dir = sys::openat(sys::AT_FDCWD, cfg.dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)
@@ -153,7 +157,7 @@ impl<'a> Supervisor<'a> {
             chan: Some(chan),
             outputs,
             log,
-            clients: Default::default(),
+            clients: core::array::from_fn(|_| None),
             sigfd,
             init_status: None,
             stdin_once: cfg.stdin_once,

@@ -192,6 +192,14 @@ pub fn block_into_signalfd(sig: i32) -> Result<Fd> {
     Ok(Fd(fd as i32))
 }
 
+/// Sets `sig` to be ignored (`SIG_IGN`, no handler, no restorer needed).
+pub fn ignore_signal(sig: i32) -> Result<()> {
+    // The kernel's `struct sigaction` on x86_64 and arm64: handler, flags,
+    // restorer, mask.
+    let action: [usize; 4] = [libc::SIG_IGN, 0, 0, 0];
+    sys!(libc::SYS_rt_sigaction, sig, action.as_ptr(), 0, 8).map(drop)
+}
+
 /// How a child ended, as `wait4` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildStatus {
