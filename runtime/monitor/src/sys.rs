@@ -121,13 +121,16 @@ pub fn write(fd: i32, buf: &[u8]) -> Result<usize> {
     sys!(libc::SYS_write, fd, buf.as_ptr(), buf.len())
 }
 
-/// `writev` of up to four slices (one log record: header, content, newline).
+/// Most slices one [`writev`] takes (the rest are left for the caller).
+pub const MAX_IOV: usize = 192;
+
+/// `writev` of up to [`MAX_IOV`] slices.
 pub fn writev(fd: i32, parts: &[&[u8]]) -> Result<usize> {
     let mut iov = [libc::iovec {
         iov_base: core::ptr::null_mut(),
         iov_len: 0,
-    }; 4];
-    let n = parts.len().min(iov.len());
+    }; MAX_IOV];
+    let n = parts.len().min(MAX_IOV);
     for (v, p) in iov.iter_mut().zip(&parts[..n]) {
         v.iov_base = p.as_ptr() as *mut libc::c_void;
         v.iov_len = p.len();
