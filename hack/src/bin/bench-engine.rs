@@ -10,6 +10,8 @@
 //! - monitor memory: PSS (`/proc/PID/smaps_rollup`) of berth's monitors
 //!   with 1, 5, 10 and 100 containers running (runc and crun leave no
 //!   monitor behind; conmon measures about 270 KiB per container).
+//! - CRI log throughput of berth's monitor: a container writing 2-byte
+//!   lines (`yes | head -c N`) until its exit is recorded.
 //!
 //! Build release binaries first: `cargo build --release -p berth-runtime
 //! -p berth-hack`, then run `target/release/bench-engine` as root. Every
@@ -38,6 +40,9 @@ struct Args {
     /// Container counts at which berth's monitor PSS is measured.
     #[arg(long, value_delimiter = ',', default_value = "1,5,10,100")]
     pss_at: Vec<usize>,
+    /// Bytes of `y\n` lines the log-throughput container writes.
+    #[arg(long, default_value_t = 20_000_000)]
+    log_bytes: usize,
     /// Only these runtimes (berth, runc, crun).
     #[arg(long, value_delimiter = ',', default_value = "berth,runc,crun")]
     runtimes: Vec<String>,
@@ -377,6 +382,41 @@ fn monitor_pss(rt: &Runtime, bundle: &Path, tmp: &Path, n: usize) -> Result<Vec<
     result
 }
 
+/// Time until a container writing `bytes` of `y\n` lines has exited and
+/// its exit is recorded, and the number of CRI log records written.
+fn log_throughput(rt: &Runtime, bundle: &Path, tmp: &Path, bytes: usize) -> Result<(Duration, usize)> {
+    let chatty = tmp.join("bundle-chatty");
+    std::fs::create_dir_all(&chatty)?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", format!("yes | head -c {bytes}")]);
+    spec["root"]["path"] = serde_json::json!(bundle.join("rootfs"));
+    std::fs::write(chatty.join("config.json"), serde_json::to_vec(&spec)?)?;
+    let id = "bench-log";
+    rt.create(&chatty, id, &tmp.join("bench-log.pid"))?;
+    let t0 = Instant::now();
+    let result = (|| {
+        rt.run(&["start", id])?;
+        let exit = rt.root.join(id).join("exit.json");
+        while !exit.exists() {
+            check_interrupted()?;
+            if t0.elapsed() > Duration::from_secs(300) {
+                bail!("log container did not exit within 300s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(t0.elapsed())
+    })();
+    rt.remove(id);
+    let log = rt
+        .cri_logs
+        .as_ref()
+        .context("berth has a CRI log dir")?
+        .join(format!("{id}.log"));
+    let records = std::fs::read(&log).map(|b| b.iter().filter(|&&c| c == b'\n').count())?;
+    std::fs::remove_file(&log)?;
+    Ok((result?, records))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
@@ -467,6 +507,16 @@ fn main() -> Result<()> {
                 total
             );
         }
+        println!();
+        let (took, records) = log_throughput(berth, &bundle, tmp, args.log_bytes)?;
+        let secs = took.as_secs_f64();
+        println!(
+            "berth CRI log throughput: {} bytes of 2-byte lines → {records} records in {secs:.2} s \
+             ({:.0} records/s, {:.1} MiB/s of output)",
+            args.log_bytes,
+            records as f64 / secs,
+            args.log_bytes as f64 / secs / 1048576.0
+        );
     }
     drop(cleanup);
     Ok(())
