@@ -114,7 +114,7 @@ ctl() { target/debug/berthctl --endpoint "unix://$sock" "$@"; }
 
 berth_install_packages
 echo ">> building"
-cargo build -p berth-cri-server -p berth-runtime -p berth-hack
+cargo build -p berth-cri-server -p berth-runtime -p berth-monitor -p berth-hack
 
 echo ">> starting a registry on 127.0.0.1 with the test images"
 target/debug/berth-hack serve-images --images "$work/images" --port-file "$work/port" \

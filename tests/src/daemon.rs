@@ -48,7 +48,7 @@ impl Berthd {
         let bin = berthd_bin();
         if !bin.exists() {
             bail!(
-                "{} does not exist: build it first (cargo build -p berth-cri-server, or hack/test.sh)",
+                "{} does not exist: build it first (cargo build -p berth-cri-server -p berth-runtime -p berth-monitor, or hack/test.sh)",
                 bin.display()
             );
         }

@@ -13,7 +13,7 @@
 //! - CRI log throughput of berth's monitor: a container writing 2-byte
 //!   lines (`yes | head -c N`) until its exit is recorded.
 //!
-//! Build release binaries first: `cargo build --release -p berth-runtime
+//! Build release binaries first: `cargo build --release -p berth-runtime -p berth-monitor
 //! -p berth-hack`, then run `target/release/bench-engine` as root. Every
 //! container, state root and temp dir is removed again, also on failure.
 
@@ -448,7 +448,7 @@ fn main() -> Result<()> {
         };
         if !exe.exists() {
             bail!(
-                "{} not found (apt-get install -y runc crun; cargo build --release -p berth-runtime)",
+                "{} not found (apt-get install -y runc crun; cargo build --release -p berth-runtime -p berth-monitor)",
                 exe.display()
             );
         }
