@@ -13,6 +13,7 @@
 //! Tests that need root call [`require_root!`] and skip with a note
 //! otherwise.
 
+pub mod cri_env;
 pub mod daemon;
 pub mod fake;
 pub mod fixture;

@@ -77,12 +77,21 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, opts: RootfsOptions<'_>) -> Resul
         .as_deref()
         .and_then(mounts::propagation_flags);
     let shared = requested.is_some_and(|f| f.contains(MsFlags::MS_SHARED));
-    let initial = match requested {
-        Some(f) if !shared => f,
-        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    };
+    // As runc: a shared rootfs propagation keeps "/" in the host's peer
+    // groups (making it a slave first would cut bidirectional binds off the
+    // host); the mount holding the rootfs turns private instead, so the
+    // set-up below does not propagate to the host.
+    let initial = requested.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     sys.mount(None, Path::new("/"), None, initial, None)
         .map_err(step("set / propagation", Path::new("/")))?;
+    if shared {
+        let parent = std::fs::read_to_string(MOUNTINFO)
+            .ok()
+            .and_then(|info| containing_mount(&info, rootfs))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        sys.mount(None, &parent, None, MsFlags::MS_PRIVATE, None)
+            .map_err(step("make the rootfs' mount private", &parent))?;
+    }
     sys.mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
         .map_err(step("bind rootfs onto itself", rootfs))?;
     let root = Root::open(rootfs).map_err(|e| RootfsError::Step {
@@ -141,6 +150,16 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, opts: RootfsOptions<'_>) -> Resul
     Ok(console)
 }
 
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The deepest mount point in `mountinfo` at or above `path`.
+fn containing_mount(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    crate::sandbox::mounts::mount_points(mountinfo)
+        .into_iter()
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+}
+
 /// Opens a pty on the container's own devpts and binds its slave over
 /// `/dev/console`.
 fn open_console(sys: &dyn Syscall, root: &Root, size: Option<(u16, u16)>) -> Result<Console, RootfsError> {
@@ -165,4 +184,24 @@ fn open_console(sys: &dyn Syscall, root: &Root, size: Option<(u16, u16)>) -> Res
     }
     devices::bind_console(sys, root, &fd_path(slave_o_path.as_fd()))?;
     Ok(Console { master, slave })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rootfs_mount_is_the_deepest_mount_point_above_it() {
+        let info = "22 1 0:21 / / rw shared:1 - ext4 /dev/sda1 rw\n\
+                    30 22 0:30 / /var/lib/berth rw - ext4 /dev/sda1 rw\n\
+                    31 30 0:31 / /var/lib/berth/c/rootfs rw - overlay overlay rw\n\
+                    32 22 0:32 / /var/lib/berthx rw - tmpfs tmpfs rw\n";
+        let at = |p: &str| containing_mount(info, Path::new(p));
+        assert_eq!(
+            at("/var/lib/berth/c/rootfs"),
+            Some(PathBuf::from("/var/lib/berth/c/rootfs"))
+        );
+        assert_eq!(at("/var/lib/berth/d/rootfs"), Some(PathBuf::from("/var/lib/berth")));
+        assert_eq!(at("/srv/rootfs"), Some(PathBuf::from("/")));
+    }
 }
