@@ -1286,3 +1286,83 @@ async fn container_status_after_exit_and_list_filters_by_state_pod_and_labels() 
     }
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn container_oom_should_terminate_with_exit_code_137_and_reason_oomkilled() {
+    require_root!();
+    let mut e = Env::start(34, &[BUSYBOX]).await;
+    let mut config = framework_pod("create-Privileged-PodSandbox-for-oom");
+    config.linux.as_mut().unwrap().security_context = Some(LinuxSandboxSecurityContext {
+        privileged: true,
+        ..Default::default()
+    });
+    let pod = e.run_pod(config).await;
+    let mut c = framework_container("OOM-test-1", &["sh", "-c", "dd if=/dev/zero of=/dev/null bs=20M"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 15 << 20,
+            memory_swap_limit_in_bytes: 15 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = e.run(&pod, c).await;
+    let st = e.wait_state(&id, ContainerState::ContainerExited).await;
+    assert_eq!((st.reason.as_str(), st.exit_code), ("OOMKilled", 137), "{st:?}");
+}
+
+#[tokio::test]
+async fn idempotence_stop_and_remove_of_unknown_or_stopped_pods_containers_and_images() {
+    require_root!();
+    let mut e = Env::start(35, &[BUSYBOX]).await;
+    // critest passes a fresh UUID for the "not found" cases.
+    let unknown = "5b0b7e3c-8a4e-4f3a-9d6c-2f1e0a9b8c7d".to_string();
+    e.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .expect("StopPodSandbox of an unknown pod");
+    e.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: unknown.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox of an unknown pod");
+    e.rt.stop_container(StopContainerRequest {
+        container_id: unknown.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer of an unknown container");
+    e.rt.remove_container(RemoveContainerRequest {
+        container_id: unknown.clone(),
+    })
+    .await
+    .expect("RemoveContainer of an unknown container");
+    let mut ic = e.d.images().await;
+    for _ in 0..2 {
+        berth_tests::ops::remove(&mut ic, &"0".repeat(64))
+            .await
+            .expect("RemoveImage of an unknown image ID");
+    }
+
+    // StopPodSandbox twice, the pod NOTREADY both times.
+    let (pod, _) = e.run_pod(framework_pod("idempotence-pod-1")).await;
+    for _ in 0..2 {
+        e.rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            pod_state(&mut e, &pod).await.state,
+            PodSandboxState::SandboxNotready as i32
+        );
+    }
+    // A container stopped, removed, removed again.
+    let pod = e.run_pod(framework_pod("create-PodSandbox-for-container-idem")).await;
+    let id = e.run(&pod, framework_container("idempotence-container-1", PAUSE)).await;
+    e.stop(&id, 60).await;
+    assert_eq!(e.state(&id).await, ContainerState::ContainerExited);
+    e.remove(&id).await;
+    e.remove(&id).await;
+}
