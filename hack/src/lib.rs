@@ -1,11 +1,15 @@
 //! berth developer tools: the test image builder, a local registry launcher
 //! (Debian's `docker-registry`, optionally behind htpasswd, TLS or token
-//! auth), a token server, `skopeo` pushes and the pull benchmark.
+//! auth), a token server, `skopeo` pushes, the pull benchmark, and for the CRI
+//! benchmark a private containerd and the removal of what daemons leave on
+//! the host.
 //!
 //! The integration tests (`tests/`) use this crate as a library; `berth-hack`
 //! is the same functions behind a command line for scripts.
 
+pub mod containerd;
 pub mod expect;
+pub mod host_cleanup;
 pub mod http;
 pub mod oci;
 pub mod process;

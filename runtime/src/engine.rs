@@ -35,7 +35,10 @@ use crate::container::{self, ContainerError};
 use crate::monitor::client::MonitorConn;
 use crate::monitor::protocol::{Request, Response};
 pub use crate::monitor::spawn::StdioMode;
-use crate::sandbox::{self, PodSandbox, PodSandboxSpec, PodSandboxState, RecoveryReport, SandboxError, SandboxPaths};
+use crate::sandbox::{
+    self, PinRequest, PinnedNamespaces, PodSandbox, PodSandboxSpec, PodSandboxState, RecoveryReport, SandboxError,
+    SandboxPaths,
+};
 use crate::state::{ExitRecord, StateDir, Status};
 
 /// The engine over one state root.
@@ -322,6 +325,12 @@ impl Engine {
     /// The cgroup parent of pod `id`'s containers.
     pub fn pod_cgroup_path(&self, id: &str) -> PathBuf {
         sandbox::cgroup::pod_path(&self.pods.cgroup_prefix, id)
+    }
+
+    /// The namespace paths (binds, shm) `run_pod_sandbox` will make for
+    /// pod `id` with `req`, known before it runs (no init).
+    pub fn planned_pod_namespaces(&self, id: &str, req: &PinRequest) -> Result<PinnedNamespaces, SandboxError> {
+        sandbox::lifecycle::planned_namespaces(&self.pods, id, req)
     }
 
     /// CRI RunPodSandbox's engine half: pod cgroup with its resources,

@@ -15,6 +15,15 @@ pub fn start_time(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
+/// Whether `pid` runs (exists and is not a zombie) with start time
+/// `start_time`: one read of its stat file.
+pub fn is_running_since(pid: i32, start_time: u64) -> bool {
+    stat_fields(pid).is_some_and(|f| {
+        f.get(19).and_then(|t| t.parse::<u64>().ok()) == Some(start_time)
+            && f.first().is_some_and(|s| s != "Z" && s != "X")
+    })
+}
+
 /// Whether `pid` is a zombie (or dead) process.
 pub fn is_zombie(pid: i32) -> bool {
     stat_fields(pid)
@@ -58,8 +67,11 @@ mod tests {
     #[test]
     fn reads_own_stat() {
         let pid = std::process::id() as i32;
-        assert!(super::start_time(pid).is_some());
+        let start = super::start_time(pid).unwrap();
         assert!(!super::is_zombie(pid));
+        assert!(super::is_running_since(pid, start));
+        assert!(!super::is_running_since(pid, start + 1));
+        assert!(!super::is_running_since(i32::MAX, start));
         assert!(super::start_time(i32::MAX).is_none());
         assert!(super::own_oom_score_adj().is_some());
         assert_eq!(super::parent_pid(pid), Some(nix::unistd::getppid().as_raw()));

@@ -129,7 +129,7 @@ impl ProcessId {
 
     /// Whether this very process still exists (zombies count as gone).
     pub fn is_alive(&self) -> bool {
-        procfs::start_time(self.pid) == Some(self.start_time) && !procfs::is_zombie(self.pid)
+        procfs::is_running_since(self.pid, self.start_time)
     }
 }
 

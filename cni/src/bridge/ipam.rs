@@ -6,6 +6,12 @@
 //! `<dir>/last_reserved_ip` remembers where the previous search ended, so freed
 //! addresses are not reused at once (as host-local does).
 //!
+//! Allocation files are not fsynced: a berthd crash leaves them in the page
+//! cache, and after a machine crash the pods holding the addresses are gone
+//! too — a file that lost its contents reads as an owner-less allocation
+//! (see [`Ipam::allocations`]), which orphan cleanup frees like any lease
+//! of an unknown pod.
+//!
 //! The network address, the gateway (`.1`) and the broadcast address are never
 //! handed out.
 
@@ -101,7 +107,7 @@ impl Ipam {
             let path = self.dir.join(ip.to_string());
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
-                    f.write_all(owner.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| {
+                    f.write_all(owner.as_bytes()).map_err(|e| {
                         let _ = std::fs::remove_file(&path);
                         IpamError::Io {
                             path: path.clone(),

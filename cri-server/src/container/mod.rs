@@ -101,7 +101,8 @@ enum EngineView {
     Running {
         started: Option<String>,
     },
-    Exited(ExitRecord),
+    /// The exit, and when the container started (RFC 3339), if it did.
+    Exited(ExitRecord, Option<String>),
     /// Stopped without an exit record: the monitor died.
     Lost,
     /// The engine has no such container.
@@ -111,7 +112,7 @@ enum EngineView {
 fn engine_view(s: &Services, id: &str) -> Result<EngineView, CriError> {
     match s.engine.state(id) {
         Ok(c) => Ok(match (c.status, c.exit) {
-            (_, Some(exit)) => EngineView::Exited(exit),
+            (_, Some(exit)) => EngineView::Exited(exit, c.state.started),
             (EngineStatus::Stopped, None) => EngineView::Lost,
             (EngineStatus::Running, None) => EngineView::Running {
                 started: c.state.started,
@@ -142,7 +143,14 @@ fn apply_view(rec: &mut ContainerRecord, view: EngineView) -> bool {
                 .unwrap_or_else(crate::services::now_nanos);
             true
         }
-        EngineView::Exited(exit) => {
+        EngineView::Exited(exit, started) => {
+            // A start whose record update was lost (see `start`) still
+            // gets its time.
+            if rec.started_at == 0 {
+                if let Some(t) = started.as_deref().and_then(rfc3339_nanos) {
+                    rec.started_at = t;
+                }
+            }
             record_exit(rec, &exit);
             true
         }

@@ -32,7 +32,9 @@ pub async fn start(s: &Arc<Services>, request: StartContainerRequest) -> Result<
             let mut rec = rec;
             rec.state = ContainerState::Running;
             rec.started_at = now_nanos();
-            s.store.update_container(&rec)?;
+            // Not fsynced: after a crash, recovery reads Running (and the
+            // start time) from the engine's state.
+            s.store.update_container_derivable(&rec)?;
             tracing::info!("container started");
             Ok(StartContainerResponse {})
         }

@@ -50,7 +50,7 @@ pub(super) async fn stop_one(
     let view = {
         let (s, id) = (s.clone(), id.to_string());
         blocking(move || match s.engine.stop(&id, signal, timeout) {
-            Ok(exit) => Ok(EngineView::Exited(exit)),
+            Ok(exit) => Ok(EngineView::Exited(exit, None)),
             Err(berth_runtime::container::ContainerError::State(berth_runtime::state::StateError::NotFound(_))) => {
                 Ok(EngineView::Gone)
             }
@@ -59,7 +59,7 @@ pub(super) async fn stop_one(
         .await?
     };
     match view {
-        EngineView::Exited(exit) => record_exit(&mut rec, &exit),
+        EngineView::Exited(exit, _) => record_exit(&mut rec, &exit),
         other => {
             super::apply_view(&mut rec, other);
         }

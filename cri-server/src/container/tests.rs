@@ -53,7 +53,7 @@ fn exit_reasons_follow_containerd() {
 #[test]
 fn an_exit_record_makes_a_running_record_exited() {
     let mut r = rec(ContainerState::Running);
-    assert!(apply_view(&mut r, EngineView::Exited(exit(3, false))));
+    assert!(apply_view(&mut r, EngineView::Exited(exit(3, false), None)));
     assert_eq!(r.state, ContainerState::Exited);
     assert_eq!(r.exit_code, 3);
     assert_eq!(r.reason, "Error");

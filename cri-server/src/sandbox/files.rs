@@ -1,8 +1,12 @@
 //! The files a pod's containers see at /etc/resolv.conf, /etc/hosts and
 //! /etc/hostname: written once per pod under its state dir (temp + rename),
 //! bind-mounted into each container.
+//!
+//! Not fsynced: they live in the volatile state dir (`/run`), where a
+//! berthd crash leaves them intact in the page cache and a machine crash
+//! takes the pods that use them too (a pod whose files are gone is
+//! NotReady after a reboot and gets recreated).
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -145,9 +149,7 @@ fn read_host(path: &Path) -> Result<String, CriError> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CriError> {
     let tmp = path.with_extension("tmp");
     let io = |e: std::io::Error| CriError::Internal(format!("write {}: {e}", path.display()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 

@@ -6,7 +6,7 @@
 //! validate ─► lock podname/<key> ─► name held? ─ same config, Ready ─► that pod's ID (kubelet retry)
 //!                                        │        otherwise ──────────► AlreadyExists naming the holder
 //!                                        ▼ free
-//!             spawned: insert record{NotReady} ─► pod files ─► engine pod ─► record{netns…}
+//!             spawned: insert record{NotReady, namespace paths} ─► pod files ∥ engine pod
 //!                      ─► network setup ─► record{Ready, IPs}
 //!             any failure: network teardown, engine remove, files, record — in that order;
 //!             a failing rollback leaves the record NotReady for RemovePodSandbox to finish.
@@ -157,6 +157,11 @@ async fn create(s: &Arc<Services>, key: String, config: PodSandboxConfig, handle
         Some(parent) => parent.join(&id),
         None => s.engine.pod_cgroup_path(&id),
     };
+    // The namespace paths are known before the engine makes them: recorded
+    // with the first commit, a crash or failed rollback from any later step
+    // leaves what RemovePodSandbox needs (the netns path for the network
+    // teardown, which tolerates a netns that was never made).
+    let planned = s.engine.planned_pod_namespaces(&id, &pin_request(&config, "")?)?;
     let mut pod = PodRecord {
         name_key: key,
         dir: s.pods_dir.join(&id),
@@ -166,10 +171,10 @@ async fn create(s: &Arc<Services>, key: String, config: PodSandboxConfig, handle
         runtime_handler: handler,
         state: PodState::NotReady,
         created_at: services::now_nanos(),
-        netns: None,
-        ipcns: None,
-        utsns: None,
-        pidns: None,
+        netns: planned.net,
+        ipcns: planned.ipc,
+        utsns: planned.uts,
+        pidns: planned.pid,
         ips: Vec::new(),
         network: None,
     };
@@ -195,32 +200,51 @@ async fn set_up(s: &Arc<Services>, pod: &mut PodRecord, done: &mut Done) -> Resu
     let host_net = host_network(&pod.config);
     let hostname = hostname_of(&pod.config)?;
 
-    done.dir = true;
-    let (dir, dns, host_files) = (pod.dir.clone(), pod.config.dns_config.clone(), s.host_files.clone());
-    let name = hostname.clone();
-    services::blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("create {}: {e}", dir.display())))?;
-        files::write_pod_files(&dir, &name, dns.as_ref(), host_net, &host_files).map(drop)
-    })
-    .await?;
-
     let spec = PodSandboxSpec {
         id: pod.id.clone(),
         namespaces: pin_request(&pod.config, &hostname)?,
         resources: pod_resources(&pod.config)?,
         cgroup_parent: cgroup_parent(&pod.config)?,
     };
+    // The pod's files and the engine pod are independent of each other.
+    done.dir = true;
     done.engine = true;
+    let (dir, dns, host_files) = (pod.dir.clone(), pod.config.dns_config.clone(), s.host_files.clone());
+    let name = hostname.clone();
+    let written = services::blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| CriError::Internal(format!("create {}: {e}", dir.display())))?;
+        files::write_pod_files(&dir, &name, dns.as_ref(), host_net, &host_files).map(drop)
+    });
     let engine = s.engine.clone();
-    let made = services::blocking(move || engine.run_pod_sandbox(&spec).map_err(CriError::from)).await?;
+    let made = services::blocking(move || engine.run_pod_sandbox(&spec).map_err(CriError::from));
+    let (written, made) = tokio::join!(written, made);
+    let made = made?;
+    written?;
+    let recorded = (
+        pod.netns.clone(),
+        pod.ipcns.clone(),
+        pod.utsns.clone(),
+        pod.pidns.clone(),
+    );
     pod.netns = made.namespaces.net;
     pod.ipcns = made.namespaces.ipc;
     pod.utsns = made.namespaces.uts;
     pod.pidns = made.namespaces.pid;
-    pod.cgroup_parent = made.cgroup_path.to_string_lossy().into_owned();
-    // Recorded before the network: a crash or failed rollback from here on
-    // leaves what RemovePodSandbox needs (the netns path) in the record.
-    s.store.update_pod(pod)?;
+    let cgroup_parent = made.cgroup_path.to_string_lossy().into_owned();
+    let moved = recorded
+        != (
+            pod.netns.clone(),
+            pod.ipcns.clone(),
+            pod.utsns.clone(),
+            pod.pidns.clone(),
+        )
+        || cgroup_parent != pod.cgroup_parent;
+    pod.cgroup_parent = cgroup_parent;
+    if moved {
+        // Not what was planned (recorded): record the real paths before
+        // the network is set up.
+        s.store.update_pod(pod)?;
+    }
 
     if let Some(req) = network::request_of(pod)? {
         done.network = true;

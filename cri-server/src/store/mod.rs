@@ -11,6 +11,13 @@
 //! together, so after a crash a name is held iff its record exists — never a
 //! torn pair. The in-memory maps are only updated after the commit.
 //!
+//! Commits are durable (fsync) before the call returns, except
+//! [`CriStore::update_container_derivable`]: for a change that restart
+//! recovery derives from the engine anyway, the commit only reaches this
+//! process's memory and is persisted by the next durable one (redb's
+//! `Durability::None`); a crash in between loses it, and the record reads
+//! as before the change until recovery brings it up to date.
+//!
 //! Name keys follow the kubelet's uniqueness rule: a pod is
 //! `name_namespace_uid_attempt`; a container is `name_podname_podnamespace_poduid_attempt`.
 //! A second reservation of a held key is refused naming the holder.
@@ -25,7 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use records::{ContainerRecord, ContainerState, PodRecord, PodState, ProcessUser};
 
@@ -123,7 +130,7 @@ impl CriStore {
 
     /// Replace an existing pod record.
     pub fn update_pod(&self, record: &PodRecord) -> Result<()> {
-        self.put(PODS, &record.id, record)?;
+        self.put(PODS, &record.id, record, Durability::Immediate)?;
         self.pods
             .write()
             .expect("pods lock")
@@ -164,7 +171,18 @@ impl CriStore {
     }
 
     pub fn update_container(&self, record: &ContainerRecord) -> Result<()> {
-        self.put(CONTAINERS, &record.id, record)?;
+        self.put_container(record, Durability::Immediate)
+    }
+
+    /// [`CriStore::update_container`] without waiting for the disk (see
+    /// the module doc): only for changes the engine's state also records,
+    /// such as Created → Running.
+    pub fn update_container_derivable(&self, record: &ContainerRecord) -> Result<()> {
+        self.put_container(record, Durability::None)
+    }
+
+    fn put_container(&self, record: &ContainerRecord, durability: Durability) -> Result<()> {
+        self.put(CONTAINERS, &record.id, record, durability)?;
         self.containers
             .write()
             .expect("containers lock")
@@ -233,9 +251,16 @@ impl CriStore {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    fn put<T: serde::Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, record: &T) -> Result<()> {
+    fn put<T: serde::Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        id: &str,
+        record: &T,
+        durability: Durability,
+    ) -> Result<()> {
         let bytes = encode(id, record)?;
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(durability).map_err(|e| self.err(e))?;
         {
             let mut records = txn.open_table(table).map_err(|e| self.err(e))?;
             records.insert(id, bytes.as_slice()).map_err(|e| self.err(e))?;

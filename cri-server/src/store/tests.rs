@@ -85,6 +85,28 @@ fn records_survive_reopen() {
 }
 
 #[test]
+fn a_derivable_update_is_read_at_once_and_persisted_by_the_next_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cri.redb");
+    let p = pod("p1", "web", 0);
+    let c = container("c1", &p, "nginx");
+    let d = container("c2", &p, "sidecar");
+    {
+        let store = CriStore::open(&path).unwrap();
+        store.insert_pod(&p).unwrap();
+        store.insert_container(&c).unwrap();
+        let mut running = c.clone();
+        running.state = ContainerState::Running;
+        store.update_container_derivable(&running).unwrap();
+        assert_eq!(store.container("c1").unwrap().state, ContainerState::Running);
+        store.insert_container(&d).unwrap();
+    }
+    let store = CriStore::open(&path).unwrap();
+    assert_eq!(store.container("c1").unwrap().state, ContainerState::Running);
+    assert!(store.container("c2").is_some());
+}
+
+#[test]
 fn a_held_name_is_refused_naming_the_holder_and_freed_on_delete() {
     let dir = tempfile::tempdir().unwrap();
     let store = CriStore::open(&dir.path().join("cri.redb")).unwrap();

@@ -16,19 +16,24 @@
 //!
 //! `--compare` drives both: a local registry with the test images, a berthd
 //! on private dirs and its own bridge/subnet/chains/cgroups, then Debian's
-//! containerd (runc, Debian's CNI plugins, a private config, root and state)
-//! with `berth/pause:v1` as its sandbox image; each is stopped and what it
-//! left on the host (bridge, iptables rules, cgroups, mounts, netns, shims)
-//! removed. Build first: `cargo build --release -p berth-cri-server
-//! -p berth-runtime -p berth-hack`, then run `target/release/bench-cri
+//! containerd (runc, Debian's CNI plugins, a private config, root and state:
+//! see `berth_hack::containerd`) with `berth/pause:v1` as its sandbox image;
+//! each is stopped and what it left on the host (processes, bridge, iptables
+//! rules, cgroups, mounts, netns, shim sockets, CNI cache) removed, also
+//! after a failure (`berth_hack::host_cleanup`). `--berth-only` and
+//! `--containerd-only` run one side; `--keep-logs` keeps the dir with the
+//! daemons' logs. Build first: `cargo build --release -p berth-cri-server
+//! -p berth-runtime -p berth-monitor -p berth-hack`, then run `target/release/bench-cri
 //! --compare` as root.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_hack::containerd;
+use berth_hack::host_cleanup;
 use berth_hack::process::Guarded;
 use berth_hack::registry::{Registry, RegistryOptions};
 use berth_hack::skopeo::{self, PushOptions};
@@ -75,8 +80,16 @@ struct Args {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Only berth in --compare mode.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "containerd_only")]
     berth_only: bool,
+    /// Only containerd in --compare mode.
+    #[arg(long)]
+    containerd_only: bool,
+    /// Keep containerd's config, logs and state dirs (under /var/tmp) after
+    /// a --compare run, for a post-mortem; mounts, processes and network are
+    /// still removed.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 type Rt = RuntimeServiceClient<Channel>;
@@ -536,99 +549,6 @@ const CNI_NAME: &str = "cnibench";
 const CNI_BRIDGE: &str = "cnibench0";
 const CNI_SUBNET: &str = "10.231.241.0/24";
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn quiet(cmd: &str, args: &[&str]) {
-    let _ = Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Deletes every iptables rule containing one of `needles`, the `CNI-*`
-/// chains they jump to and the chains named `<chain_prefix>-*`.
-fn remove_iptables(needles: &[String], chain_prefix: Option<&str>) {
-    for table in ["nat", "filter"] {
-        let saved = sh("iptables-save", &["-t", table]);
-        let mut chains = Vec::new();
-        for line in saved
-            .lines()
-            .filter(|l| l.starts_with("-A ") && needles.iter().any(|n| l.contains(n.as_str())))
-        {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let Some(t) = words.iter().position(|w| *w == "-j").and_then(|i| words.get(i + 1)) {
-                if t.starts_with("CNI-") {
-                    chains.push(t.to_string());
-                }
-            }
-            quiet("sh", &["-c", &format!("iptables -w -t {table} -D {}", &line[3..])]);
-        }
-        if let Some(p) = chain_prefix {
-            chains.extend(
-                saved
-                    .lines()
-                    .filter_map(|l| l.strip_prefix(':'))
-                    .filter_map(|l| l.split_whitespace().next())
-                    .filter(|c| c.starts_with(&format!("{p}-")))
-                    .map(str::to_string),
-            );
-        }
-        for c in chains {
-            quiet("iptables", &["-w", "-t", table, "-F", &c]);
-            quiet("iptables", &["-w", "-t", table, "-X", &c]);
-        }
-    }
-}
-
-/// Removes `rel` (a cgroup path) under every hierarchy, deepest first.
-fn remove_cgroups(rel: &str) {
-    let rel = rel.trim_start_matches('/');
-    let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for root in roots.flatten() {
-        let top = root.path().join(rel);
-        if !top.is_dir() {
-            continue;
-        }
-        let mut dirs = vec![top];
-        let mut i = 0;
-        while i < dirs.len() {
-            if let Ok(es) = std::fs::read_dir(&dirs[i]) {
-                dirs.extend(es.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
-            }
-            i += 1;
-        }
-        for d in dirs.iter().rev() {
-            if let Err(e) = std::fs::remove_dir(d) {
-                eprintln!("warning: rmdir {}: {e}", d.display());
-            }
-        }
-    }
-}
-
-/// Unmounts everything mounted under `dir`, deepest first.
-fn unmount_under(dir: &Path) {
-    let d = dir.display().to_string();
-    let mut targets: Vec<String> = sh("findmnt", &["-rn", "-o", "TARGET"])
-        .lines()
-        .filter(|t| t.starts_with(&d))
-        .map(str::to_string)
-        .collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    for t in targets {
-        quiet("umount", &["-l", &t]);
-    }
-}
-
 fn wait_socket(d: &mut Guarded, sock: &Path, log: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::os::unix::net::UnixStream::connect(sock).is_err() {
@@ -674,36 +594,13 @@ async fn run_berth(args: &Args, bin: &Path, tmp: &Path, image: &str, stop: watch
         r.map_err(|e| e.context(berth_hack::process::tail(&log, 2048)))
     }
     .await;
-    quiet("ip", &["link", "del", BERTH_BRIDGE]);
-    remove_iptables(
-        &[
-            format!("berth:{BERTH_BRIDGE}:"),
-            format!("berth:{BERTH_CHAINS}:jump"),
-            format!("-j {BERTH_CHAINS}-"),
-        ],
-        Some(BERTH_CHAINS),
-    );
-    unmount_under(&dir);
-    remove_cgroups(&cgroup_prefix);
+    // Monitors and pod helpers of pods a failed run left (their command
+    // lines name the private dirs), then whatever runs in the pod cgroups.
+    host_cleanup::kill_matching(&[&dir.display().to_string()]);
+    host_cleanup::remove_berth_network(BERTH_BRIDGE, BERTH_CHAINS, &[]);
+    host_cleanup::remove_cgroups(&cgroup_prefix);
+    host_cleanup::unmount_under(&dir);
     result
-}
-
-/// containerd's shims (their `-address` is under `dir`).
-fn kill_shims(dir: &Path) {
-    let needle = dir.display().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("containerd-shim") && cmdline.contains(&needle) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
 }
 
 async fn run_containerd(
@@ -713,77 +610,20 @@ async fn run_containerd(
     image: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<Figures> {
-    let dir = tmp.join("containerd");
-    let (root, state, cni, ipam) = (dir.join("root"), dir.join("state"), dir.join("cni"), dir.join("ipam"));
-    for d in [&root, &state, &cni, &ipam] {
-        std::fs::create_dir_all(d)?;
-    }
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": CNI_NAME,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": CNI_BRIDGE,
-                "isGateway": true,
-                "ipMasq": true,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": CNI_SUBNET}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": ipam.display().to_string()
-                }
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
-    std::fs::write(cni.join("10-cnibench.conflist"), conflist.to_string())?;
-    let sock = dir.join("containerd.sock");
-    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-    let cfg = format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = "{sock}.debug"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{dir}/opt"
-[{cri}]
-  sandbox_image = "{registry}/berth/pause:v1"
-  disable_apparmor = true
-  enable_selinux = false
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  BinaryName = "/usr/sbin/runc"
-  SystemdCgroup = false
-[{cri}.cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "{cni}"
-[{cri}.registry.mirrors."{registry}"]
-  endpoint = ["http://{registry}"]
-"#,
-        root = root.display(),
-        state = state.display(),
-        sock = sock.display(),
-        dir = dir.display(),
-        cni = cni.display(),
-    );
-    let cfg_path = dir.join("config.toml");
-    std::fs::write(&cfg_path, cfg)?;
-    let log = dir.join("containerd.log");
-    let mut cmd = Command::new("containerd");
-    cmd.arg("--config").arg(&cfg_path);
+    let layout = containerd::Layout::new(&tmp.join("containerd"));
+    let net = containerd::Network {
+        name: CNI_NAME,
+        bridge: CNI_BRIDGE,
+        subnet: CNI_SUBNET,
+    };
     let cgroup_parent = format!("/cri-bench-{}", std::process::id());
+    let footprint = containerd::Footprint::before();
     let result = async {
+        layout.write(registry, &net)?;
+        let sock = layout.socket();
+        let log = layout.dir.join("containerd.log");
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(layout.config());
         let mut d = Guarded::spawn("containerd", cmd, &log)?;
         wait_socket(&mut d, &sock, &log)?;
         let endpoint = format!("unix://{}", sock.display());
@@ -792,12 +632,7 @@ state = "{state}"
         r.map_err(|e| e.context(berth_hack::process::tail(&log, 2048)))
     }
     .await;
-    kill_shims(&dir);
-    std::thread::sleep(Duration::from_millis(300));
-    quiet("ip", &["link", "del", CNI_BRIDGE]);
-    remove_iptables(&[CNI_NAME.to_string(), CNI_BRIDGE.to_string()], None);
-    unmount_under(&dir);
-    remove_cgroups(&cgroup_parent);
+    footprint.remove(&layout, &net, &cgroup_parent);
     result
 }
 
@@ -818,21 +653,45 @@ async fn compare(args: &Args, stop: watch::Receiver<bool>) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("berth-bench-cri")
         .tempdir_in("/var/tmp")?;
+    let result = compare_in(args, &bin, tmp.path(), &registry.host(), &image, stop).await;
+    if args.keep_logs {
+        eprintln!("bench-cri: kept {}", tmp.keep().display());
+    }
+    drop(registry);
+    result
+}
+
+/// Both runs of `--compare` (or one: `--berth-only`, `--containerd-only`)
+/// with their dirs under `tmp`; prints each and the table.
+async fn compare_in(
+    args: &Args,
+    bin: &Path,
+    tmp: &Path,
+    registry: &str,
+    image: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
     println!(
         "image {image}, n={}, {} pods for RSS, {}×{} containers listed",
         args.n, args.rss_pods, args.list_pods, args.containers_per_pod
     );
-    let berth = run_berth(args, &bin, tmp.path(), &image, stop.clone()).await?;
-    print_one("berth", &berth);
+    let berth = if args.containerd_only {
+        None
+    } else {
+        let f = run_berth(args, bin, tmp, image, stop.clone()).await?;
+        print_one("berth", &f);
+        Some(f)
+    };
     if args.berth_only || *stop.borrow() {
         return Ok(());
     }
     if Command::new("containerd").arg("--version").output().is_err() {
         bail!("containerd not found (apt-get install -y containerd runc)");
     }
-    let ctrd = run_containerd(args, tmp.path(), &registry.host(), &image, stop).await?;
+    let ctrd = run_containerd(args, tmp, registry, image, stop).await?;
     print_one("containerd", &ctrd);
-    print_table(&berth, &ctrd, args);
-    drop(registry);
+    if let Some(berth) = &berth {
+        print_table(berth, &ctrd, args);
+    }
     Ok(())
 }

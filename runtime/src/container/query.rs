@@ -54,14 +54,16 @@ impl ContainerState {
 pub fn query(dir: &StateDir, id: &str) -> Result<ContainerState, ContainerError> {
     let state = dir.load(id)?;
     let exit = dir.load_exit(id)?;
-    let monitor_alive = state.monitor.is_some_and(|m| m.is_alive());
-    let init_alive = state.init.is_some_and(|p| p.is_alive());
+    // Liveness costs a /proc/<pid>/stat read each (the kernel's most
+    // expensive part of a query): only what decides the status is checked.
+    let monitor_alive = || state.monitor.is_some_and(|m| m.is_alive());
+    let init_alive = || state.init.is_some_and(|p| p.is_alive());
     let status = if exit.is_some() {
         Status::Stopped
     } else {
         match state.status {
-            Status::Creating if monitor_alive => Status::Creating,
-            Status::Created | Status::Running if monitor_alive || init_alive => state.status,
+            Status::Creating if monitor_alive() => Status::Creating,
+            Status::Created | Status::Running if monitor_alive() || init_alive() => state.status,
             _ => Status::Stopped,
         }
     };

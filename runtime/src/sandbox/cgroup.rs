@@ -149,11 +149,13 @@ impl PodCgroup {
         Ok(())
     }
 
-    /// Puts the pod init into its leaf.
-    pub fn add_init(&self, pid: i32) -> Result<(), SandboxError> {
+    /// Creates the pod init's leaf; returns the files the init writes `0`
+    /// into to move itself there (cheaper than moving it from outside: see
+    /// `CgroupManager::self_join_files`).
+    pub fn prepare_init_leaf(&self) -> Result<Vec<PathBuf>, SandboxError> {
         let m = self.manager(&self.path.join(INIT_LEAF))?;
         create_retrying(m.as_ref()).map_err(self.err())?;
-        m.add_pid(Pid::from_raw(pid)).map_err(self.err())
+        Ok(m.self_join_files())
     }
 
     /// Usage of the whole pod (every hierarchy counts descendants).

@@ -1,6 +1,6 @@
 //! The pin helper: the child side of [`super::pin::pin`], run as
 //! `berth-pod-init pin [--net] [--ipc] [--uts] [--pid] [--hostname H]
-//! [--sysctl KEY=VALUE]… [--exit-file PATH]`.
+//! [--sysctl KEY=VALUE]… [--exit-file PATH] [--cgroup-join FILE]…`.
 //!
 //! Why a separate executable: berthd is a multi-threaded tokio process, and
 //! only async-signal-safe calls are allowed between `fork` and `exec` there.
@@ -15,7 +15,9 @@
 //!   │                     ├─ without --pid: "ready <own pid> 0" on stdout
 //!   │                     │                 wait for EOF on stdin, exit
 //!   │                     └─ with --pid: fork ──▶ supervisor: setsid, unshare(pid),
-//!   │                           exit            fork ──▶ pod init (PID 1, podinit.rs)
+//!   │                           exit            fork ──▶ pod init (PID 1, podinit.rs):
+//!   │                                           │        writes 0 to each --cgroup-join
+//!   │                                           │        file (joins its cgroup), says so
 //!   │                                           "ready <init pid> <own pid>",
 //!   │                                           wait for EOF on stdin, then waitpid
 //!   │                                           the init and write --exit-file
@@ -46,6 +48,9 @@ pub struct HelperArgs {
     pub sysctls: Vec<(String, String)>,
     /// Where the supervisor records how the pod init ended.
     pub exit_file: Option<PathBuf>,
+    /// Files the pod init writes `0` into to join its cgroup (see
+    /// `CgroupManager::self_join_files`), before the helper reports ready.
+    pub cgroup_join: Vec<PathBuf>,
 }
 
 impl HelperArgs {
@@ -73,6 +78,10 @@ impl HelperArgs {
         if let Some(p) = &self.exit_file {
             out.push("--exit-file".into());
             out.push(p.into());
+        }
+        for f in &self.cgroup_join {
+            out.push("--cgroup-join".into());
+            out.push(f.into());
         }
         out
     }
@@ -106,6 +115,7 @@ impl HelperArgs {
                     a.sysctls.push((k.to_string(), val.to_string()));
                 }
                 Some("--exit-file") => a.exit_file = Some(value("--exit-file")?.into()),
+                Some("--cgroup-join") => a.cgroup_join.push(value("--cgroup-join")?.into()),
                 _ => return Err(format!("unknown argument {arg:?}")),
             }
         }
@@ -190,7 +200,7 @@ pub fn run(args: &HelperArgs) -> i32 {
         // SAFETY: this freshly exec'd helper is single-threaded, so the
         // child may run any code; it never returns from `supervise`.
         return match unsafe { nix::unistd::fork() } {
-            Ok(ForkResult::Child) => super::podinit::supervise(args.exit_file.as_deref()),
+            Ok(ForkResult::Child) => super::podinit::supervise(args.exit_file.as_deref(), &args.cgroup_join),
             Ok(ForkResult::Parent { .. }) => 0,
             Err(e) => {
                 report(&Report::Error(format!("fork supervisor: {e}")));
@@ -275,6 +285,10 @@ mod tests {
                 ("kernel.sem".into(), "1 2 3 4".into()),
             ],
             exit_file: Some("/run/berth/pods/a/init-exit".into()),
+            cgroup_join: vec![
+                "/sys/fs/cgroup/cpu/b/pods/a/berth-pod-init/tasks".into(),
+                "/sys/fs/cgroup/memory/b/pods/a/berth-pod-init/tasks".into(),
+            ],
         };
         assert_eq!(HelperArgs::parse(a.to_args()).unwrap(), a);
         assert!(HelperArgs::parse(vec![os("pin"), os("--bogus")]).is_err());

@@ -63,8 +63,14 @@ fn pod_dir(paths: &SandboxPaths, id: &str) -> Result<PathBuf, SandboxError> {
     Ok(paths.root.join(id))
 }
 
-/// Creates the pod: `pod.json{creating}`, the cgroup with its resources,
-/// pinned namespaces, the pod init in its leaf cgroup, `pod.json{ready}`.
+/// The namespace paths [`run`] will make for pod `id` with `req`.
+pub fn planned_namespaces(paths: &SandboxPaths, id: &str, req: &PinRequest) -> Result<PinnedNamespaces, SandboxError> {
+    Ok(pin::planned_paths(&pod_dir(paths, id)?, req))
+}
+
+/// Creates the pod: `pod.json{creating}`, the cgroup with its resources
+/// and the pod init's leaf, pinned namespaces with the pod init (which
+/// joins its leaf itself), `pod.json{ready}`.
 /// Any failure undoes everything (both errors kept if that fails too).
 #[tracing::instrument(skip_all, fields(pod_sandbox_id = %spec.id))]
 pub fn run(paths: &SandboxPaths, spec: &PodSandboxSpec) -> Result<PodSandbox, SandboxError> {
@@ -111,10 +117,12 @@ pub fn run(paths: &SandboxPaths, spec: &PodSandboxSpec) -> Result<PodSandbox, Sa
         }
         record::save(&dir, &rec)?;
         cg.create(spec.resources.as_ref())?;
-        rec.namespaces = pin::pin(&paths.pod_init_binary, &dir, &spec.namespaces)?;
-        if let Some(init) = rec.namespaces.init {
-            cg.add_init(init.pid)?;
-        }
+        let join = if spec.namespaces.pid {
+            cg.prepare_init_leaf()?
+        } else {
+            Vec::new()
+        };
+        rec.namespaces = pin::pin_joining(&paths.pod_init_binary, &dir, &spec.namespaces, &join)?;
         rec.status = RecordStatus::Ready;
         record::save(&dir, &rec)
     })();

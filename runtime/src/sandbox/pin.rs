@@ -78,6 +78,21 @@ impl PinnedNamespaces {
     }
 }
 
+/// Where [`pin`] puts the binds and the shm mount for `req` in `dir`
+/// (known before pinning, so a caller can record them first); no init.
+pub fn planned_paths(dir: &Path, req: &PinRequest) -> PinnedNamespaces {
+    let at = |on: bool, name: &str| on.then(|| dir.join(name));
+    PinnedNamespaces {
+        net: at(req.net, "net"),
+        ipc: at(req.ipc, "ipc"),
+        uts: at(req.uts, "uts"),
+        pid: at(req.pid, "pid"),
+        shm: at(req.ipc, "shm"),
+        init: None,
+        supervisor: None,
+    }
+}
+
 fn check(dir: &Path, req: &PinRequest) -> Result<(), SandboxError> {
     let invalid = |reason: String| {
         Err(SandboxError::InvalidRequest {
@@ -108,6 +123,18 @@ fn check(dir: &Path, req: &PinRequest) -> Result<(), SandboxError> {
 /// `berth-pod-init` binary. On failure, everything made is undone and both
 /// errors are kept if that fails too.
 pub fn pin(helper: &Path, dir: &Path, req: &PinRequest) -> Result<PinnedNamespaces, SandboxError> {
+    pin_joining(helper, dir, req, &[])
+}
+
+/// [`pin`], with the pod init (`req.pid`) joining a cgroup through
+/// `init_cgroup_join` (`CgroupManager::self_join_files` of its leaf)
+/// before the helper reports ready.
+pub fn pin_joining(
+    helper: &Path,
+    dir: &Path,
+    req: &PinRequest,
+    init_cgroup_join: &[PathBuf],
+) -> Result<PinnedNamespaces, SandboxError> {
     check(dir, req)?;
     let root = dir.parent().expect("checked");
     mounts::ensure_private_root(root)?;
@@ -123,13 +150,19 @@ pub fn pin(helper: &Path, dir: &Path, req: &PinRequest) -> Result<PinnedNamespac
         }
     }
     let mut pinned = PinnedNamespaces::default();
-    match pin_into(helper, dir, req, &mut pinned) {
+    match pin_into(helper, dir, req, init_cgroup_join, &mut pinned) {
         Ok(()) => Ok(pinned),
         Err(e) => Err(e.with_cleanup(unpin(dir))),
     }
 }
 
-fn pin_into(helper: &Path, dir: &Path, req: &PinRequest, pinned: &mut PinnedNamespaces) -> Result<(), SandboxError> {
+fn pin_into(
+    helper: &Path,
+    dir: &Path,
+    req: &PinRequest,
+    init_cgroup_join: &[PathBuf],
+    pinned: &mut PinnedNamespaces,
+) -> Result<(), SandboxError> {
     if req.net || req.ipc || req.uts || req.pid {
         let args = HelperArgs {
             net: req.net,
@@ -139,11 +172,11 @@ fn pin_into(helper: &Path, dir: &Path, req: &PinRequest, pinned: &mut PinnedName
             hostname: req.hostname.clone(),
             sysctls: req.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             exit_file: Some(dir.join(record::INIT_EXIT_FILE)),
+            cgroup_join: if req.pid { init_cgroup_join.to_vec() } else { Vec::new() },
         };
-        run_helper(helper, dir, &args, pinned)?;
+        run_helper(helper, dir, &args, &planned_paths(dir, req), pinned)?;
     }
-    if req.ipc {
-        let shm = dir.join("shm");
+    if let Some(shm) = planned_paths(dir, req).shm {
         mounts::mount_shm(&shm, req.shm_size_bytes.unwrap_or(DEFAULT_SHM_SIZE))?;
         pinned.shm = Some(shm);
     }
@@ -157,7 +190,13 @@ fn helper_err(dir: &Path, message: impl Into<String>) -> SandboxError {
     }
 }
 
-fn run_helper(helper: &Path, dir: &Path, args: &HelperArgs, pinned: &mut PinnedNamespaces) -> Result<(), SandboxError> {
+fn run_helper(
+    helper: &Path,
+    dir: &Path,
+    args: &HelperArgs,
+    planned: &PinnedNamespaces,
+    pinned: &mut PinnedNamespaces,
+) -> Result<(), SandboxError> {
     let log_path = dir.join(record::LOG_FILE);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -210,16 +249,15 @@ fn run_helper(helper: &Path, dir: &Path, args: &HelperArgs, pinned: &mut PinnedN
             pinned.supervisor = processes.supervisor;
         }
         let proc_ns = PathBuf::from(format!("/proc/{ns_pid}/ns"));
-        for (on, name, slot) in [
-            (args.net, "net", &mut pinned.net),
-            (args.ipc, "ipc", &mut pinned.ipc),
-            (args.uts, "uts", &mut pinned.uts),
-            (args.pid, "pid", &mut pinned.pid),
+        for (target, name, slot) in [
+            (&planned.net, "net", &mut pinned.net),
+            (&planned.ipc, "ipc", &mut pinned.ipc),
+            (&planned.uts, "uts", &mut pinned.uts),
+            (&planned.pid, "pid", &mut pinned.pid),
         ] {
-            if on {
-                let target = dir.join(name);
-                mounts::bind_ns(&proc_ns.join(name), &target)?;
-                *slot = Some(target);
+            if let Some(target) = target {
+                mounts::bind_ns(&proc_ns.join(name), target)?;
+                *slot = Some(target.clone());
             }
         }
         Ok(())

@@ -8,13 +8,19 @@
 //!   process of the pod. No allocation in the loop, no async.
 //!   Blocked signals are queued even for a namespace init without
 //!   handlers, so signals from the host reach it.
+//! - Right after the fork the init joins its cgroup itself (a
+//!   single-threaded task writing `0` to v1 `tasks` files skips the
+//!   kernel's global threadgroup lock, which costs an RCU grace period per
+//!   hierarchy when another process is moved) and tells the supervisor
+//!   through a pipe; only then is the pod reported ready.
 //! - The **supervisor** stays in the host PID namespace as the init's
 //!   parent (berthd may restart; the host's PID 1 may not reap): it waits
 //!   for the init and records how it ended in the pod dir's `init-exit`
 //!   (`exited N` / `signaled N`), so the death is noticed even when no one
 //!   was watching.
 
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -44,24 +50,41 @@ fn null_stdio(fds: &[i32]) {
     }
 }
 
-/// The supervisor: new PID namespace, fork the init, report, then wait for
-/// it and record its end in `exit_file`. Never returns.
-pub fn supervise(exit_file: Option<&Path>) -> ! {
+/// The supervisor: new PID namespace, fork the init (which joins its
+/// cgroup through `cgroup_join`), report, then wait for it and record its
+/// end in `exit_file`. Never returns.
+pub fn supervise(exit_file: Option<&Path>, cgroup_join: &[PathBuf]) -> ! {
     let _ = nix::unistd::setsid();
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID) {
         report(&Report::Error(format!("unshare pid namespace: {e}")));
         exit(1);
     }
+    let (joined_r, joined_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&Report::Error(format!("pipe: {e}")));
+            exit(1);
+        }
+    };
     // SAFETY: the supervisor is single-threaded (a fork of the
-    // single-threaded helper); the child runs only `init_main`.
+    // single-threaded helper); the child runs only `join_then_init`.
     let init = match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Child) => init_main(),
+        Ok(ForkResult::Child) => {
+            drop(joined_r);
+            join_then_init(cgroup_join, joined_w)
+        }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {
             report(&Report::Error(format!("fork pod init: {e}")));
             exit(1);
         }
     };
+    drop(joined_w);
+    if let Err(msg) = read_join_result(joined_r) {
+        report(&Report::Error(msg));
+        let _ = waitpid(init, None);
+        exit(1);
+    }
     report(&Report::Ready {
         ns_pid: init.as_raw(),
         supervisor: Some(nix::unistd::getpid().as_raw()),
@@ -89,6 +112,39 @@ pub fn supervise(exit_file: Option<&Path>) -> ! {
         }
     }
     exit(0)
+}
+
+/// The init's first step: join the cgroup, then write the outcome (empty:
+/// joined; else the error) and close `done`.
+fn join_then_init(cgroup_join: &[PathBuf], done: OwnedFd) -> ! {
+    let joined = cgroup_join
+        .iter()
+        .try_for_each(|f| std::fs::write(f, "0").map_err(|e| format!("pod init: join {}: {e}", f.display())));
+    if let Err(msg) = &joined {
+        let _ = nix::unistd::write(&done, msg.as_bytes());
+        exit(1);
+    }
+    drop(done);
+    init_main()
+}
+
+/// What the init wrote to the pipe: nothing when it joined its cgroup.
+fn read_join_result(r: OwnedFd) -> Result<(), String> {
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match nix::unistd::read(&r, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("pod init: read its cgroup join result: {e}")),
+        }
+    }
+    if msg.is_empty() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&msg).into_owned())
+    }
 }
 
 /// PID 1 of the pod: reap, exit on SIGTERM/SIGINT. Never returns.
