@@ -189,9 +189,45 @@ pub struct ExitRecord {
 }
 
 /// The runtime root directory holding one directory per container.
+///
+/// Parsed `state.json` files are kept in memory, keyed by the file's
+/// identity (device, inode, size, mtime): every save renames a new file
+/// into place, so a changed file never matches and is read again. A
+/// `started` record, once seen, is kept too (it is written once). A list
+/// of hundreds of containers then costs a `stat` per container instead of
+/// a read and a JSON parse.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    cache: std::sync::Arc<std::sync::Mutex<HashMap<String, CachedState>>>,
+}
+
+/// A parsed `state.json` and the identity of the file it came from.
+#[derive(Debug, Clone)]
+struct CachedState {
+    file: FileIdentity,
+    state: State,
+}
+
+/// What tells one `state.json` from its replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(meta: &fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
 }
 
 /// Checks a container ID is safe as a single path component.
@@ -211,7 +247,14 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            cache: Default::default(),
+        }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedState>> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn root(&self) -> &Path {
@@ -256,10 +299,50 @@ impl StateDir {
     /// `running` with that start time.
     pub fn load(&self, id: &str) -> Result<State, StateError> {
         let dir = self.container_dir(id)?;
-        let mut state: State = match read_json(id, &dir.join(STATE_FILE))? {
-            Some(s) => s,
-            None => return Err(StateError::NotFound(id.to_string())),
+        let path = dir.join(STATE_FILE);
+        let file = match fs::metadata(&path) {
+            Ok(meta) => FileIdentity::of(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.cached().remove(id);
+                return Err(StateError::NotFound(id.to_string()));
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    id: id.to_string(),
+                    path,
+                    source,
+                })
+            }
         };
+        let hit = self
+            .cached()
+            .get(id)
+            .filter(|c| c.file == file)
+            .map(|c| c.state.clone());
+        let mut state = match hit {
+            // Running here means the `started` record was seen: final.
+            Some(state) if state.status != Status::Created => return Ok(state),
+            Some(state) => state,
+            None => match read_json(id, &path)? {
+                Some(s) => s,
+                None => return Err(StateError::NotFound(id.to_string())),
+            },
+        };
+        let resolved = self.resolve_started(id, &dir, &mut state);
+        if resolved.is_ok() {
+            self.cached().insert(
+                id.to_string(),
+                CachedState {
+                    file,
+                    state: state.clone(),
+                },
+            );
+        }
+        resolved.map(|()| state)
+    }
+
+    /// A `created` state with a `started` record becomes `running`.
+    fn resolve_started(&self, id: &str, dir: &Path, state: &mut State) -> Result<(), StateError> {
         if state.status == Status::Created {
             let path = dir.join(STARTED_FILE);
             match fs::read_to_string(&path) {
@@ -277,7 +360,7 @@ impl StateDir {
                 }
             }
         }
-        Ok(state)
+        Ok(())
     }
 
     /// Replaces `state.json` atomically (not fsynced: see the module doc).
@@ -297,6 +380,7 @@ impl StateDir {
     /// Removes the container's directory and everything in it.
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
         let dir = self.container_dir(id)?;
+        self.cached().remove(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -458,6 +542,39 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         dir.remove("c1").unwrap();
         assert!(dir.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn cached_states_follow_every_save_start_and_removal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("root"));
+        // A second StateDir on the same root stands for another process
+        // (berth-runtime) changing the files behind the first one's cache.
+        let other = StateDir::new(tmp.path().join("root"));
+        dir.create_container_dir("c1").unwrap();
+        let mut st = sample("c1");
+        dir.save(&st).unwrap();
+        assert_eq!(dir.load("c1").unwrap().monitor, None);
+        assert_eq!(dir.load("c1").unwrap().status, Status::Created);
+        st.monitor = ProcessId::of(std::process::id() as i32);
+        other.save(&st).unwrap();
+        assert_eq!(
+            dir.load("c1").unwrap().monitor,
+            st.monitor,
+            "a replaced state.json is read again"
+        );
+        std::fs::write(dir.container_dir("c1").unwrap().join(STARTED_FILE), "t1").unwrap();
+        assert_eq!(dir.load("c1").unwrap().started.as_deref(), Some("t1"));
+        assert_eq!(dir.load("c1").unwrap().status, Status::Running, "from the cache");
+        other.remove("c1").unwrap();
+        assert!(matches!(dir.load("c1"), Err(StateError::NotFound(_))));
+        other.create_container_dir("c1").unwrap();
+        other.save(&sample("c1")).unwrap();
+        let fresh = dir.load("c1").unwrap();
+        assert_eq!(
+            (fresh.status, fresh.monitor, fresh.started),
+            (Status::Created, None, None)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_cri::v1::{Container, ContainerFilter, ListContainersRequest, ListContainersResponse};
 
 use super::status::image_spec;
-use super::{apply_view, cri_state, engine_view, lock_key};
+use super::{apply_view, cri_state, engine_view, lock_key, view_changes};
 use crate::error::CriError;
 use crate::services::{blocking, Services};
 use crate::store::{ContainerRecord, ContainerState};
@@ -92,12 +92,19 @@ pub(super) async fn refresh_all(
         })
         .await?
     };
+    let listed: HashMap<&str, &ContainerRecord> = records.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut changed = HashMap::new();
+    let mut removed = std::collections::HashSet::new();
     for (id, view) in views {
+        if listed.get(id.as_str()).is_some_and(|r| !view_changes(r, &view)) {
+            // Nothing to write: the listed record stands (no lock, no copy).
+            continue;
+        }
         let _lock = s.locks.lock(&lock_key(&id)).await;
         // Re-read under the lock: a concurrent call may have moved it on,
         // or removed it.
         let Some(mut rec) = s.store.container(&id) else {
+            removed.insert(id);
             continue;
         };
         if apply_view(&mut rec, view) {
@@ -110,7 +117,7 @@ pub(super) async fn refresh_all(
         .filter_map(|r| match changed.remove(&r.id) {
             Some(fresh) => Some(fresh),
             // Removed while we looked: leave it out.
-            None if matches!(r.state, ContainerState::Created | ContainerState::Running) => s.store.container(&r.id),
+            None if removed.contains(&r.id) => None,
             None => Some(r),
         })
         .collect())

@@ -124,6 +124,16 @@ fn engine_view(s: &Services, id: &str) -> Result<EngineView, CriError> {
     }
 }
 
+/// Whether [`apply_view`] would change `rec` (without touching it): the
+/// common answer for a listed container is no.
+fn view_changes(rec: &ContainerRecord, view: &EngineView) -> bool {
+    match rec.state {
+        ContainerState::Created => !matches!(view, EngineView::Created),
+        ContainerState::Running => !matches!(view, EngineView::Created | EngineView::Running { .. }),
+        _ => false,
+    }
+}
+
 /// Applies what the engine says to a record; returns whether it changed.
 /// `Exited` records are final.
 fn apply_view(rec: &mut ContainerRecord, view: EngineView) -> bool {

@@ -159,3 +159,30 @@ fn writable_layer_usage_counts_hardlinks_once() {
     assert!(bytes >= 10_000, "{bytes}");
     assert_eq!(stats::usage(&dir.path().join("missing")), (0, 0));
 }
+
+#[test]
+fn view_changes_agrees_with_apply_view() {
+    let views = || {
+        vec![
+            EngineView::Created,
+            EngineView::Running {
+                started: Some("2026-01-01T00:00:00Z".into()),
+            },
+            EngineView::Exited(exit(0, false), None),
+            EngineView::Lost,
+            EngineView::Gone,
+        ]
+    };
+    for state in [
+        ContainerState::Created,
+        ContainerState::Running,
+        ContainerState::Exited,
+        ContainerState::Unknown,
+    ] {
+        for view in views() {
+            let predicted = view_changes(&rec(state), &view);
+            let mut r = rec(state);
+            assert_eq!(predicted, apply_view(&mut r, view), "{state:?}");
+        }
+    }
+}
