@@ -202,6 +202,46 @@ fn exec_joins_the_running_container() {
     assert!(env.rt(&["delete", "--force", "ex"]).status.success());
 }
 
+#[test]
+fn a_signal_to_a_foreground_exec_reaches_the_process_in_the_container() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    let b = env.bundle("fwd", "sleep 300");
+    b.write();
+    let (ok, err) = env.rt_detached(&["run", "-d", "--bundle", b.path(), "fwd"]);
+    assert!(ok, "{err}");
+    let mut exec = env
+        .cmd()
+        .args([
+            "exec",
+            "fwd",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the shell has set its trap (it printed "ready").
+    let mut out = exec.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exec.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = exec.wait().unwrap();
+    // The shell got SIGTERM and ran its trap; berth-runtime passed its
+    // exit code on (without forwarding it would die of the signal itself).
+    assert_eq!(status.code(), Some(42), "{status:?}");
+    assert!(env.rt(&["delete", "--force", "fwd"]).status.success());
+}
+
 fn wait_for(mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {

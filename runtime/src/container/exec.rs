@@ -14,7 +14,8 @@
 //!   wait_console ◀────────────────────── devpts, send the master
 //!   master → --console-socket             rlimits, user + caps, cwd
 //!   wait_exec ◀───────────────────────── seccomp, execve (channel closes)
-//!   write --pid-file; waitpid
+//!   write --pid-file; wait, forwarding
+//!   HUP/INT/QUIT/TERM/USR1/USR2 (forward.rs)
 //! ```
 //!
 //! Like runc, a process that leaves `capabilities` or `noNewPrivileges`
@@ -181,19 +182,30 @@ pub fn exec(dir: &StateDir, id: &str, process: &Process, opts: &ExecOptions<'_>)
         let _ = waitpid(pid, None);
         return Err(e);
     }
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(source) => {
-                return Err(ContainerError::Sys {
-                    id: id.to_string(),
-                    step: "wait",
-                    source,
-                })
+    // Signals that reach this command from now on go to the process.
+    let waited = match super::forward::Forwarder::install() {
+        Ok(forwarder) => forwarder.wait(pid),
+        Err(_) => loop {
+            match waitpid(pid, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
             }
-        }
+        },
+    };
+    match waited {
+        Ok(WaitStatus::Exited(_, code)) => Ok(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(128 + sig as i32),
+        // Stopped/continued are only reported when asked for (WUNTRACED).
+        Ok(_) => Err(ContainerError::Sys {
+            id: id.to_string(),
+            step: "wait",
+            source: nix::errno::Errno::ECHILD,
+        }),
+        Err(source) => Err(ContainerError::Sys {
+            id: id.to_string(),
+            step: "wait",
+            source,
+        }),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod create;
 pub mod delete;
 pub mod exec;
 pub mod exec_sync;
+pub mod forward;
 pub mod kill;
 pub mod query;
 pub mod start;
