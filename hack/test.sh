@@ -47,4 +47,4 @@ cargo test --workspace --no-fail-fast "$@"
 echo ">> monitor tests with the static release berth-monitor"
 cargo build --release -p berth-monitor
 BERTH_MONITOR_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/release/berth-monitor" \
-    cargo test -p berth-runtime --test monitor --test lifecycle --test engine_ops --test terminal
+    cargo test -p berth-runtime --test monitor --test monitor_death --test lifecycle --test engine_ops --test terminal
