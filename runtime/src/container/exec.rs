@@ -139,6 +139,8 @@ pub fn exec(dir: &StateDir, id: &str, process: &Process, opts: &ExecOptions<'_>)
             })?;
     }
     let (parent, child) = channel::pair().map_err(|e| exec_err(e.into()))?;
+    // Signals that reach this command from now on go to the process.
+    let forwarder = super::forward::Forwarder::install().ok();
     // SAFETY: `berth-runtime exec` is single-threaded; the child only runs
     // the setup below and leaves through execve or _exit.
     let pid = match unsafe { nix::unistd::fork() }.map_err(|source| ContainerError::Sys {
@@ -147,6 +149,9 @@ pub fn exec(dir: &StateDir, id: &str, process: &Process, opts: &ExecOptions<'_>)
         source,
     })? {
         ForkResult::Child => {
+            if let Some(f) = &forwarder {
+                f.restore_mask_in_child();
+            }
             drop(parent);
             let e = exec_child(&child, &ns, &plan, &sys, in_user_ns, terminal);
             let _ = child.send_error(&e.to_string());
@@ -182,10 +187,9 @@ pub fn exec(dir: &StateDir, id: &str, process: &Process, opts: &ExecOptions<'_>)
         let _ = waitpid(pid, None);
         return Err(e);
     }
-    // Signals that reach this command from now on go to the process.
-    let waited = match super::forward::Forwarder::install() {
-        Ok(forwarder) => forwarder.wait(pid),
-        Err(_) => loop {
+    let waited = match &forwarder {
+        Some(f) => f.wait(pid),
+        None => loop {
             match waitpid(pid, None) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 other => break other,

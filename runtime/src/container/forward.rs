@@ -3,8 +3,10 @@
 //! reaches the process in the container instead of killing the caller and
 //! orphaning it.
 //!
-//! The forwarded signals are blocked in the calling thread and read from a
-//! signalfd; the child's exit is watched through a pidfd (not SIGCHLD, so
+//! The forwarded signals are blocked in the calling thread before the
+//! fork (so one arriving while the process starts is passed on too, not
+//! fatal to the caller) and read from a signalfd; the child restores its
+//! mask at once; the child's exit is watched through a pidfd (not SIGCHLD, so
 //! a multi-threaded caller works too). The old signal mask comes back on
 //! drop.
 
@@ -59,6 +61,13 @@ impl Forwarder {
                 Err(e)
             }
         }
+    }
+
+    /// In a child forked after [`Forwarder::install`]: gives it the signal
+    /// mask from before, so the process it becomes gets the forwarded
+    /// signals normally. Async-signal-safe (one sigprocmask).
+    pub fn restore_mask_in_child(&self) {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old_mask), None);
     }
 
     /// Waits until child `pid` has exited, signalling it with every
