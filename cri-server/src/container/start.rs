@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_cri::v1::{StartContainerRequest, StartContainerResponse};
 use tracing::Instrument;
 
-use super::{detached, lock_key, record, refresh_locked};
+use super::{detached, lock_key, record, refresh_locked, rfc3339_nanos};
 use crate::error::CriError;
 use crate::services::{blocking, now_nanos, Services};
 use crate::store::ContainerState;
@@ -25,13 +25,20 @@ pub async fn start(s: &Arc<Services>, request: StartContainerRequest) -> Result<
                     rec.state
                 )));
             }
-            {
+            // The start time is the monitor's, taken when the init exec'd:
+            // berthd's clock after the call returns can be later than an
+            // exit the monitor already recorded for a short-lived process.
+            let started = {
                 let (s, id) = (s.clone(), id.clone());
-                blocking(move || Ok(s.engine.start(&id)?)).await?;
-            }
+                blocking(move || {
+                    s.engine.start(&id)?;
+                    Ok(s.engine.state(&id).ok().and_then(|c| c.state.started))
+                })
+                .await?
+            };
             let mut rec = rec;
             rec.state = ContainerState::Running;
-            rec.started_at = now_nanos();
+            rec.started_at = started.as_deref().and_then(rfc3339_nanos).unwrap_or_else(now_nanos);
             // Not fsynced: after a crash, recovery reads Running (and the
             // start time) from the engine's state.
             s.store.update_container_derivable(&rec)?;
