@@ -32,7 +32,8 @@ pub async fn start(s: &Arc<Services>, request: StartContainerRequest) -> Result<
                 let (s, id) = (s.clone(), id.clone());
                 blocking(move || {
                     s.engine.start(&id)?;
-                    Ok(s.engine.state(&id).ok().and_then(|c| c.state.started))
+                    // The state record alone (no exit or liveness checks).
+                    Ok(s.engine.state_dir().load(&id).ok().and_then(|st| st.started))
                 })
                 .await?
             };

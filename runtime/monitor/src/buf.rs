@@ -38,10 +38,6 @@ impl<const N: usize> Buf<N> {
         self.len == 0
     }
 
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
     /// Appends as much of `b` as fits.
     pub fn push(&mut self, b: &[u8]) -> &mut Self {
         let n = b.len().min(N - self.len);

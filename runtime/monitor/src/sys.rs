@@ -13,7 +13,6 @@ impl Errno {
     pub const EINTR: Errno = Errno(libc::EINTR);
     pub const EAGAIN: Errno = Errno(libc::EAGAIN);
     pub const EIO: Errno = Errno(libc::EIO);
-    pub const ECHILD: Errno = Errno(libc::ECHILD);
     pub const EINVAL: Errno = Errno(libc::EINVAL);
 }
 
