@@ -29,6 +29,9 @@ pub enum CriError {
     /// kubelet reads this code as a timed-out probe.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A bounded resource is used up (streaming URLs waiting, sessions).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -79,6 +82,7 @@ impl CriError {
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            CriError::ResourceExhausted(_) => Code::ResourceExhausted,
             CriError::Store(crate::store::StoreError::NameInUse { .. }) => Code::AlreadyExists,
             CriError::Store(crate::store::StoreError::NotFound { .. }) => Code::NotFound,
             CriError::Container(berth_runtime::container::ContainerError::State(

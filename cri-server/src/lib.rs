@@ -31,3 +31,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod services;
 pub mod store;
+pub mod streaming;

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tonic::Code;
 
 pub struct Metrics {
@@ -11,6 +11,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     failures: IntCounterVec,
     latency: HistogramVec,
+    streaming_refused: IntCounterVec,
+    streaming_sessions: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -35,10 +37,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["method"],
     )
     .expect("valid metric");
+    let streaming_refused = IntCounterVec::new(
+        Opts::new(
+            "berth_streaming_refused_total",
+            "Streaming requests refused before a session started, by reason",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric");
+    let streaming_sessions = IntGaugeVec::new(
+        Opts::new("berth_streaming_sessions", "Streaming sessions running, by kind"),
+        &["kind"],
+    )
+    .expect("valid metric");
     for c in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(failures.clone()),
         Box::new(latency.clone()),
+        Box::new(streaming_refused.clone()),
+        Box::new(streaming_sessions.clone()),
     ] {
         registry.register(c).expect("metric registered once");
     }
@@ -47,8 +64,32 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         requests,
         failures,
         latency,
+        streaming_refused,
+        streaming_sessions,
     }
 });
+
+/// A streaming request refused (unknown token, too many sessions, …).
+pub fn streaming_refused(reason: &'static str) {
+    METRICS.streaming_refused.with_label_values(&[reason]).inc();
+}
+
+/// A running streaming session of `kind` (exec, attach, portforward);
+/// counted until the guard is dropped.
+pub fn streaming_session(kind: &'static str) -> SessionGauge {
+    let gauge = METRICS.streaming_sessions.with_label_values(&[kind]);
+    gauge.inc();
+    SessionGauge(gauge)
+}
+
+/// Decrements the session gauge when dropped.
+pub struct SessionGauge(prometheus::IntGauge);
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// Record one finished request.
 pub fn observe(method: &'static str, elapsed: Duration, failure: Option<Code>) {

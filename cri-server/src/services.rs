@@ -28,6 +28,8 @@ pub struct Services {
     /// One async lock per pod or container ID: lifecycle calls on the same
     /// object run one at a time (a kubelet retry waits for the first call).
     pub locks: IdLocks,
+    /// The streaming server's token table and URL (Exec, Attach, PortForward).
+    pub streaming: Arc<crate::streaming::Streaming>,
 }
 
 /// Per-ID async mutexes, created on demand.
@@ -61,11 +63,12 @@ pub async fn blocking<T: Send + 'static>(
 /// A new random 64-hex-digit ID, as containerd and CRI-O hand out.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 32];
-    getrandom(&mut bytes);
+    fill_random(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn getrandom(buf: &mut [u8]) {
+/// Fills `buf` from the kernel's CSPRNG.
+pub fn fill_random(buf: &mut [u8]) {
     use std::io::Read;
     // /dev/urandom never blocks after boot and is always there on Linux.
     std::fs::File::open("/dev/urandom")

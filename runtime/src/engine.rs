@@ -29,6 +29,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use crate::container::create::{CreateOptions, OverlayRootfs};
+pub use crate::container::exec_stream::ExecLaunch;
 pub use crate::container::exec_sync::ExecSyncResult;
 use crate::container::query::ContainerState;
 use crate::container::{self, ContainerError};
@@ -187,13 +188,37 @@ impl Engine {
     /// The container's own process (user, env, cwd, capabilities, rlimits,
     /// no_new_privs) running `args` without a terminal: what CRI exec runs.
     pub fn exec_process(&self, id: &str, args: Vec<String>) -> Result<oci_spec::runtime::Process, ContainerError> {
+        self.exec_process_with(id, args, false)
+    }
+
+    /// [`Engine::exec_process`] with or without a terminal.
+    pub fn exec_process_with(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        terminal: bool,
+    ) -> Result<oci_spec::runtime::Process, ContainerError> {
         let c = self.state(id)?;
         let bundle = crate::spec::Bundle::load(&c.state.bundle)?;
         let mut p = bundle.spec.process().clone().unwrap_or_default();
         p.set_args(Some(args));
-        p.set_terminal(Some(false));
+        p.set_terminal(Some(terminal));
         p.set_console_size(None);
         Ok(p)
+    }
+
+    /// CRI Exec (streaming): the prepared `berth-runtime exec` of `process`
+    /// in container `id`; the caller wires stdio, spawns and waits. See
+    /// [`crate::container::exec_stream`].
+    pub fn exec_stream(&self, id: &str, process: &oci_spec::runtime::Process) -> Result<ExecLaunch, ContainerError> {
+        container::exec_stream::prepare(&self.dir, &self.runtime_binary, id, process)
+    }
+
+    /// SIGKILLs an exec's runtime process `leader` (a process group leader),
+    /// everything it started, and its process group: a streaming session
+    /// that ends early leaves nothing behind.
+    pub fn kill_exec_tree(&self, leader: i32) {
+        container::exec_sync::kill_tree(nix::unistd::Pid::from_raw(leader));
     }
 
     /// Connects to the monitor for attach: the connection then carries

@@ -31,12 +31,19 @@ pub fn is_zombie(pid: i32) -> bool {
         .is_some_and(|s| s == "Z" || s == "X")
 }
 
+/// The state letter of `pid` (field 3: `R`, `S`, `D`, `T`, `t`, `Z`, …),
+/// if it exists.
+pub fn state(pid: i32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
 /// The parent of `pid` (field 4), if it exists.
 pub fn parent_pid(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
-/// Every live descendant of `pid`, parents before their children.
+/// Every descendant of `pid` (zombies included), parents before their
+/// children.
 pub fn descendants(pid: i32) -> Vec<i32> {
     let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -74,6 +81,8 @@ mod tests {
         assert!(!super::is_running_since(i32::MAX, start));
         assert!(super::start_time(i32::MAX).is_none());
         assert!(super::own_oom_score_adj().is_some());
+        assert!(matches!(super::state(pid), Some('R' | 'S')));
+        assert_eq!(super::state(i32::MAX), None);
         assert_eq!(super::parent_pid(pid), Some(nix::unistd::getppid().as_raw()));
     }
 

@@ -32,9 +32,14 @@ pub struct Env {
 
 impl Env {
     pub async fn start(net: u8, images: &[&str]) -> Env {
+        Env::start_with(net, images, "").await
+    }
+
+    /// [`Env::start`] with `extra` TOML appended to the config.
+    pub async fn start_with(net: u8, images: &[&str], extra: &str) -> Env {
         let cni = tempfile::tempdir().unwrap();
         let config = format!(
-            "[network]\nbridge = \"berthc{net:02}\"\nsubnet = \"10.2{net:02}.0.0/24\"\nchain_prefix = \"BTC{net:02}\"\n\n[cni]\nconf_dir = \"{}\"\n",
+            "[network]\nbridge = \"berthc{net:02}\"\nsubnet = \"10.2{net:02}.0.0/24\"\nchain_prefix = \"BTC{net:02}\"\n\n[cni]\nconf_dir = \"{}\"\n\n{extra}",
             cni.path().display()
         );
         let d = Berthd::start(&config).unwrap_or_else(|e| panic!("{e:#}"));

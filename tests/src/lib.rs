@@ -9,6 +9,8 @@
 //!   [`FileExpect`](berth_hack::expect::FileExpect) list and diffing it.
 //! - [`fake`]: a hand-rolled registry that serves whatever bytes a test wants
 //!   (bad digests, oversized manifests).
+//! - [`tools`]: the real crictl and critest (`hack/tools.sh`,
+//!   `BERTH_TOOLS_BIN`) and a crictl runner for one berthd.
 //!
 //! Tests that need root call [`require_root!`] and skip with a note
 //! otherwise.
@@ -20,6 +22,7 @@ pub mod fixture;
 pub mod netclean;
 pub mod ops;
 pub mod snapshot;
+pub mod tools;
 
 pub use berth_hack;
 pub use k8s_cri::v1 as cri;

@@ -763,3 +763,155 @@ async fn a_pods_cgroup_parent_holds_its_containers_and_berth_removes_only_what_i
         "berth made {top} and removes it"
     );
 }
+
+/// One process of a container as its own `/proc` shows it.
+#[derive(Debug)]
+struct Proc {
+    /// `R`, `S`, `Z`, …
+    state: char,
+    comm: String,
+    /// The command line, space separated (empty for a zombie).
+    args: String,
+}
+
+/// Every process in container `id`, read from the container's `/proc` by
+/// an ExecSync (zombies included: what `pgrep` inside the container sees).
+async fn processes(e: &mut Env, id: &str) -> Vec<Proc> {
+    let scan = "for d in /proc/[0-9]*; do s=$(cat $d/stat 2>/dev/null) || continue; \
+                a=$(tr '\\0' ' ' <$d/cmdline 2>/dev/null); echo \"$s|$a\"; done";
+    let out = e.sh(id, scan).await;
+    out.lines()
+        .filter_map(|l| {
+            let (stat, args) = l.split_once('|')?;
+            let (_pid, rest) = stat.split_once(" (")?;
+            let (comm, after) = rest.rsplit_once(") ")?;
+            Some(Proc {
+                state: after.chars().next()?,
+                comm: comm.to_string(),
+                args: args.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// ExecSync with `timeout` seconds that must answer DEADLINE_EXCEEDED,
+/// promptly.
+async fn exec_times_out(e: &mut Env, id: &str, cmd: &[&str], timeout: i64) {
+    let t = std::time::Instant::now();
+    let r =
+        e.rt.exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await;
+    expect_err(
+        r,
+        &[Code::DeadlineExceeded],
+        &format!("ExecSync {cmd:?} past its timeout"),
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(timeout as u64) && took < Duration::from_secs(timeout as u64 + 4),
+        "{cmd:?}: answered after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn exec_sync_timeout_kills_everything_the_command_started() {
+    require_root!();
+    let mut e = Env::start(36, &["berth/busybox:latest"]).await;
+    let pod = e.pod("exec-timeout", false).await;
+    // critest's "execSync with timeout": the container runs `top`, an
+    // init that never reaps, and right after the timed-out `sleep` the
+    // container must show no `sleep` at all, not even a zombie.
+    let id = e
+        .run(
+            &pod,
+            ContainerConfig {
+                command: vec!["top".into()],
+                ..shell("top", "")
+            },
+        )
+        .await;
+    exec_times_out(&mut e, &id, &["sleep", "1234"], 1).await;
+    let left: Vec<Proc> = processes(&mut e, &id)
+        .await
+        .into_iter()
+        .filter(|p| p.comm == "sleep")
+        .collect();
+    assert!(left.is_empty(), "the timed-out exec left {left:?}");
+
+    // The whole tree: a background child, a child in its own session, and
+    // a double-forked child in its own session (orphaned at once, so
+    // neither the parent links nor the process group lead to it).
+    exec_times_out(
+        &mut e,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "sleep 1235 & setsid sleep 1236 & (setsid sleep 1237 &); sleep 1238",
+        ],
+        1,
+    )
+    .await;
+    let ours = ["sleep 1235", "sleep 1236", "sleep 1237", "sleep 1238"];
+    let alive: Vec<Proc> = processes(&mut e, &id)
+        .await
+        .into_iter()
+        .filter(|p| p.state != 'Z' && (ours.contains(&p.args.as_str()) || p.args.starts_with("sh -c sleep 1235")))
+        .collect();
+    assert!(alive.is_empty(), "the timed-out exec left {alive:?}");
+
+    // The container itself is untouched and execs still work.
+    assert_eq!(e.state(&id).await, ContainerState::ContainerRunning);
+    assert_eq!(e.sh(&id, "echo still here").await, "still here");
+}
+
+#[tokio::test]
+async fn exec_sync_returns_when_the_command_exits_while_a_background_child_holds_stdout() {
+    require_root!();
+    let mut e = Env::start(37, &["berth/busybox:latest"]).await;
+    let pod = e.pod("exec-bg", false).await;
+    let id = e.run(&pod, shell("bg", SERVE)).await;
+    // kubernetes#92057: the command exits, its background child keeps the
+    // output pipes open. The answer comes after a short drain, not at the
+    // timeout.
+    let t = std::time::Instant::now();
+    let r =
+        e.rt.exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "sleep 1240 & echo hi".into()],
+            timeout: 30,
+        })
+        .await
+        .unwrap_or_else(|err| panic!("ExecSync: {err}\n{}", e.d.log_tail()))
+        .into_inner();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.stdout, b"hi\n");
+    assert_eq!(r.stderr, b"");
+    // Chosen behaviour (as containerd and CRI-O): the background child is
+    // the container's now and keeps running; a postStart hook may start a
+    // daemon this way.
+    let procs = processes(&mut e, &id).await;
+    assert!(
+        procs.iter().any(|p| p.args == "sleep 1240" && p.state != 'Z'),
+        "the background child keeps running: {procs:?}"
+    );
+    // Without a timeout too (a lifecycle hook's ExecSync has none).
+    let t = std::time::Instant::now();
+    let r =
+        e.rt.exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "sleep 1241 & echo again; exit 4".into()],
+            timeout: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.elapsed() < Duration::from_secs(5), "answered after {:?}", t.elapsed());
+    assert_eq!((r.exit_code, r.stdout.as_slice()), (4, &b"again\n"[..]));
+}

@@ -13,7 +13,7 @@ mod types;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
-pub use types::{CniConfig, Config, ImagesConfig, RuntimeConfig};
+pub use types::{CniConfig, Config, ImagesConfig, RuntimeConfig, StreamingConfig};
 
 /// Default path of the main config file.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/berth.toml";

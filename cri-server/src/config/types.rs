@@ -31,6 +31,8 @@ pub struct Config {
     /// The built-in pod network, used when no CNI config exists.
     pub network: NetworkConfig,
     pub runtime: RuntimeConfig,
+    /// The streaming server (CRI Exec, Attach, PortForward).
+    pub streaming: StreamingConfig,
     /// Per upstream registry host: mirrors, plain-HTTP, credentials, TLS.
     pub registries: BTreeMap<String, HostConfig>,
 }
@@ -47,6 +49,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             network: NetworkConfig::default(),
             runtime: RuntimeConfig::default(),
+            streaming: StreamingConfig::default(),
             registries: BTreeMap::new(),
         }
     }
@@ -145,6 +148,79 @@ impl Default for RuntimeConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// `ip:port` the streaming server listens on. Port 0 (the default) takes
+    /// a free port; keep it on loopback unless the kubelet is elsewhere
+    /// (the URLs carry a secret token, and without TLS travel in clear).
+    pub address: String,
+    /// PEM certificate chain and key: serve HTTPS. Both or neither.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Seconds a URL handed out by Exec/Attach/PortForward stays usable.
+    pub token_ttl_seconds: u64,
+    /// Seconds a session may pass with no data either way before it is
+    /// ended (the kubelet's default: 4 hours).
+    pub idle_timeout_seconds: u64,
+    /// Sessions served at once; more are refused with 503.
+    pub max_sessions: usize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1:0".into(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            token_ttl_seconds: 60,
+            idle_timeout_seconds: 4 * 3600,
+            max_sessions: 1024,
+        }
+    }
+}
+
+impl StreamingConfig {
+    fn validate(&self) -> Check {
+        if self.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err((
+                "streaming.address".into(),
+                format!("{:?} is not an ip:port address", self.address),
+            ));
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return Err((
+                "streaming.tls_cert_file".into(),
+                "tls_cert_file and tls_key_file go together: set both or neither".into(),
+            ));
+        }
+        for (key, file) in [
+            ("streaming.tls_cert_file", &self.tls_cert_file),
+            ("streaming.tls_key_file", &self.tls_key_file),
+        ] {
+            if !file.is_empty() {
+                absolute(key, Path::new(file))?;
+            }
+        }
+        if !(1..=86_400).contains(&self.token_ttl_seconds) {
+            return Err((
+                "streaming.token_ttl_seconds".into(),
+                format!("{} is out of range 1..=86400", self.token_ttl_seconds),
+            ));
+        }
+        if self.idle_timeout_seconds == 0 {
+            return Err(("streaming.idle_timeout_seconds".into(), "must be at least 1".into()));
+        }
+        if !(1..=65_536).contains(&self.max_sessions) {
+            return Err((
+                "streaming.max_sessions".into(),
+                format!("{} is out of range 1..=65536", self.max_sessions),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// The CRI socket path in effect.
     pub fn socket_path(&self) -> PathBuf {
@@ -201,6 +277,7 @@ impl Config {
                 return Err((key.into(), format!("{value} is below the 1024-byte minimum")));
             }
         }
+        self.streaming.validate()?;
         absolute("cni.conf_dir", &self.cni.conf_dir)?;
         for (i, dir) in self.cni.bin_dirs.iter().enumerate() {
             absolute(&format!("cni.bin_dirs[{i}]"), dir)?;

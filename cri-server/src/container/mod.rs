@@ -27,7 +27,9 @@
 //! a client that goes away cannot leave a half-made or half-removed
 //! container behind.
 
+mod attach;
 mod create;
+mod exec;
 mod exec_sync;
 mod list;
 mod pod;
@@ -48,7 +50,9 @@ use berth_runtime::state::{ExitRecord, StateError, Status as EngineStatus};
 use k8s_cri::v1::ContainerState as CriState;
 use nix::sys::signal::Signal;
 
+pub use attach::attach;
 pub use create::create;
+pub use exec::exec;
 pub use exec_sync::exec_sync;
 pub use list::list;
 pub use pod::{recover, remove_all_in_pod, stop_all_in_pod};
@@ -218,6 +222,22 @@ async fn refresh_locked(s: &Arc<Services>, mut rec: ContainerRecord) -> Result<C
 }
 
 /// Refreshes container `id` under its lock; `None` when it is gone.
+/// The refreshed record of `id` if it is running; NotFound or
+/// FailedPrecondition naming it otherwise (`rpc` names the caller).
+pub(crate) async fn running_record(s: &Arc<Services>, id: &str, rpc: &str) -> Result<ContainerRecord, CriError> {
+    record(s, id)?;
+    let rec = refresh(s, id)
+        .await?
+        .ok_or_else(|| CriError::not_found("container", id))?;
+    if rec.state != ContainerState::Running {
+        return Err(CriError::FailedPrecondition(format!(
+            "container {id} is {:?}: {rpc} needs it running",
+            rec.state
+        )));
+    }
+    Ok(rec)
+}
+
 async fn refresh(s: &Arc<Services>, id: &str) -> Result<Option<ContainerRecord>, CriError> {
     let _lock = s.locks.lock(&lock_key(id)).await;
     match s.store.container(id) {

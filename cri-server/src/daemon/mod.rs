@@ -67,7 +67,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("open image store")?
     };
     let store = Arc::new(store);
-    let services = Arc::new(build_services(config.clone(), store.clone())?);
+    let streaming = crate::streaming::server::bind(&config.streaming).await?;
+    let streaming_handle = Arc::new(crate::streaming::Streaming::new(
+        &config.streaming,
+        streaming.base_url().to_string(),
+    ));
+    let services = Arc::new(build_services(config.clone(), store.clone(), streaming_handle)?);
     crate::container::recover(&services)
         .await
         .context("recover container records")?;
@@ -85,6 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Handlers first: a client can reach the socket the moment it is bound,
     // and a SIGTERM before the handlers exist would kill berthd uncleanly.
     let stop_signals = StopSignals::install()?;
+    tracing::info!(url = streaming.base_url(), "streaming server listening");
+    let _streaming_server = AbortOnDrop(crate::streaming::server::spawn(streaming, services.clone()));
     let listener = socket::bind(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), root = %config.root.display(), state = %config.state.display(), "berthd serving CRI v1");
 
@@ -134,7 +141,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The engine, the pod network and the CRI store, on the configured dirs.
-fn build_services(config: Arc<Config>, images: Arc<ImageStore>) -> anyhow::Result<Services> {
+fn build_services(
+    config: Arc<Config>,
+    images: Arc<ImageStore>,
+    streaming: Arc<crate::streaming::Streaming>,
+) -> anyhow::Result<Services> {
     let runtime_binary = if config.runtime.binary.is_empty() {
         std::env::current_exe()
             .context("locate berthd")?
@@ -174,7 +185,17 @@ fn build_services(config: Arc<Config>, images: Arc<ImageStore>) -> anyhow::Resul
         network: Arc::new(AutoNetwork::new(cni, bridge)),
         host_files: HostFiles::default(),
         locks: IdLocks::default(),
+        streaming,
     })
+}
+
+/// Aborts a background task when dropped (berthd's servers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// SIGTERM and SIGINT, caught from the moment `install` returns.

@@ -105,14 +105,14 @@ impl RuntimeService for RuntimeHandlers {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources" => container::update_resources;
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog" => container::reopen_log;
         exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync" => container::exec_sync;
+        exec(ExecRequest) -> ExecResponse = "Exec" => container::exec;
+        attach(AttachRequest) -> AttachResponse = "Attach" => container::attach;
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward" => sandbox::port_forward;
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats" => container::stats;
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats" => container::list_stats;
     }
 
     not_yet! {
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse = "UpdateRuntimeConfig";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         get_container_events(GetEventsRequest) -> EventStream = "GetContainerEvents";

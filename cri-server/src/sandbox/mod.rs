@@ -10,6 +10,7 @@
 //! | PodSandboxStatus | [`status`] | store record + `Engine::pod_sandbox` liveness |
 //! | ListPodSandbox | [`list`] | store records, filtered |
 //! | (List)PodSandboxStats | [`stats`] | `Engine::pod_sandbox_stats` |
+//! | PortForward | [`port_forward`] | a streaming URL ([`crate::streaming`]) |
 //! | — (CreateContainer) | [`context`] | what a container needs of its pod |
 //!
 //! Lifecycle calls on one pod hold `pod/<id>` from [`Services::locks`];
@@ -23,6 +24,7 @@ pub mod context;
 pub mod files;
 pub mod list;
 pub mod network;
+pub mod port_forward;
 pub mod remove;
 pub mod run;
 pub mod stats;
@@ -35,6 +37,7 @@ use k8s_cri::v1::PodSandboxState;
 
 pub use context::container_context;
 pub use list::list;
+pub use port_forward::port_forward;
 pub use remove::remove;
 pub use run::run;
 pub use stats::{list_stats, stats};

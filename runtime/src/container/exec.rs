@@ -9,7 +9,8 @@
 //! exec (parent)                          child
 //!   setns pid; fork ───────────────────▶ wait_start
 //!   add child to the cgroup
-//!   start ─────────────────────────────▶ join user, …, mount namespaces
+//!   start ─────────────────────────────▶ join user, …, mount namespaces;
+//!                                         become a child subreaper
 //!                                         tty: open a pty on the container's
 //!   wait_console ◀────────────────────── devpts, send the master
 //!   master → --console-socket             rlimits, user + caps, cwd
@@ -21,6 +22,20 @@
 //! Like runc, a process that leaves `capabilities` or `noNewPrivileges`
 //! unset gets the container's own: an exec never holds more than the
 //! container by omission.
+//!
+//! The process is made a child subreaper (`PR_SET_CHILD_SUBREAPER`, kept
+//! across execve) before it execs: while it runs, whatever it starts and
+//! then orphans (a double fork, a daemon with `setsid`) is reparented to it
+//! instead of to the container's init, so all it started stays among its
+//! descendants and an exec cut short (ExecSync's timeout, a streaming
+//! session whose client left) kills all of it (`exec_sync::kill_descendants`).
+//! The cost: a program that never waits for children it did not make
+//! holds such orphans as zombies until it exits (then they go to the
+//! container's init), and one that waits until it has no children left
+//! also waits for them.
+//! `berth-runtime exec` itself cannot be that subreaper: it is outside the
+//! container's pid namespace, and orphans only find subreapers inside
+//! their own.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -224,6 +239,10 @@ fn exec_child(
     let run = || -> Result<std::convert::Infallible, InitError> {
         chan.wait_start()?;
         ns.join_all(sys)?;
+        nix::sys::prctl::set_child_subreaper(true).map_err(|source| InitError::Sys {
+            step: "PR_SET_CHILD_SUBREAPER",
+            source,
+        })?;
         if let Some(size) = terminal {
             open_terminal(chan, plan, size)?;
         }

@@ -9,17 +9,46 @@
 //!
 //! - Output beyond `output_cap` is read and dropped, so a chatty process
 //!   never blocks on a full pipe.
-//! - On timeout the whole tree is SIGKILLed: every descendant of the
-//!   runtime process found in `/proc`, then the process group (which also
-//!   catches children already reparented away). A descendant that left the
-//!   process group with `setsid` *and* lost its parent before the timeout
-//!   can escape; it stays in the container's cgroup and dies with it.
+//! - On timeout everything the command started dies, and the call answers
+//!   only once it has: see [`kill_descendants`]. The runtime process is
+//!   *not* killed with them: it is the command's parent and reaps it, so no
+//!   zombie of the command is left in the container. (Killing it together
+//!   with the command, as berth once did, left the command a zombie whose
+//!   new parent was outside the container; critest's "execSync with
+//!   timeout" then found it with `pgrep sleep` inside the container.) Only
+//!   if the runtime has not exited [`RUNTIME_GRACE`] after the kill is its
+//!   process group SIGKILLed too.
+//! - How the tree is found. Every exec'd process is a child subreaper
+//!   (`berth-runtime exec` sets `PR_SET_CHILD_SUBREAPER` before execve; see
+//!   [`super::exec`]), so while the command runs, a descendant orphaned by a
+//!   double fork, with or without `setsid`, is reparented to the command,
+//!   not to the container's init: the command's `/proc` descendants are the
+//!   whole tree, whatever sessions and process groups it made. A subreaper
+//!   on `berth-runtime exec` itself would not do: the kernel looks for
+//!   subreapers only within the orphan's pid namespace, and the runtime
+//!   lives outside the container's. A cgroup per exec would also find
+//!   everything, but means a child cgroup under the container's
+//!   (controllers, the no-internal-processes rule on v2, stats): more than
+//!   this needs. The timeout can only fire while the runtime waits for the
+//!   command, so while the command, the subreaper, is alive.
+//! - What is left: descendants killed with the command become zombies of
+//!   the container's init (their parent died too); an init that reaps
+//!   (a shell, tini, berth's pod init) removes them at once, one that
+//!   never reaps (critest's `top`) keeps them as zombies, as it keeps
+//!   every orphan's. A process in a new user namespace of its own is still
+//!   found (the search is by parentage in the host's `/proc`).
 //! - Once the process has exited, output still arriving (a background
-//!   child holding the pipes) is read for [`DRAIN_AFTER_EXIT`] at most.
+//!   child holding the pipes) is read for [`DRAIN_AFTER_EXIT`] at most,
+//!   then the call answers (kubernetes#92057: a probe must not hang until
+//!   its timeout). The background child is left running, as containerd
+//!   and CRI-O leave it: it now belongs to the container (a postStart
+//!   hook may start a daemon this way); its output after the drain is
+//!   lost (the pipe's reader is gone).
 //! - The runtime writes a pid file only after the process called execve,
 //!   which tells a process that exited non-zero from an exec that could
 //!   not start (the latter is an error carrying the runtime's message).
 
+use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -39,6 +68,14 @@ use crate::state::{StateDir, Status};
 
 /// How long output is still read after the process exited.
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+
+/// How long [`kill_descendants`] waits for the tree to stop, then to die
+/// (each): processes in uninterruptible sleep take as long as their I/O.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the runtime may take to reap the killed command and exit
+/// before its process group is SIGKILLed.
+pub const RUNTIME_GRACE: Duration = Duration::from_secs(2);
 
 /// The outcome of [`exec_sync`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +220,8 @@ pub fn exec_sync(
     let mut scratch = vec![0u8; 64 * 1024];
     let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
     let mut timed_out = false;
+    // When the tree was killed, and whether the runtime's group was too.
+    let mut killed: Option<(Instant, bool)> = None;
     let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     loop {
         if exited.is_none() {
@@ -201,9 +240,21 @@ pub fn exec_sync(
             Some(_) => {}
             None if !timed_out && deadline.is_some_and(|d| now >= d) => {
                 timed_out = true;
-                kill_tree(leader);
+                kill_descendants(leader);
+                killed = Some((Instant::now(), false));
             }
-            None => {}
+            None => {
+                if let Some((at, false)) = killed {
+                    if now >= at + RUNTIME_GRACE {
+                        tracing::warn!(
+                            id,
+                            "berth-runtime exec did not exit after the timeout kill: killing its group"
+                        );
+                        let _ = killpg(leader, Signal::SIGKILL);
+                        killed = Some((at, true));
+                    }
+                }
+            }
         }
         let mut fds = Vec::with_capacity(2);
         if out.open {
@@ -255,10 +306,83 @@ pub fn exec_sync(
     })
 }
 
-/// SIGKILLs every descendant of `leader`, then its process group.
-fn kill_tree(leader: Pid) {
-    for pid in procfs::descendants(leader.as_raw()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+/// SIGKILLs everything the runtime process `leader` (a `berth-runtime
+/// exec`, leader of its own process group) started, and returns once it
+/// is dead (or after [`KILL_GRACE`]s); `leader` itself stays to reap its
+/// child.
+///
+/// Everything is first stopped (SIGSTOP), scan after scan of `leader`'s
+/// `/proc` descendants until one finds nothing new: a stopped process
+/// cannot fork, and the command, a subreaper, stays alive meanwhile, so an
+/// orphan forked in the race is reparented into the tree and found by the
+/// next scan instead of escaping to the container's init. Then all of
+/// them get SIGKILL at once.
+pub(crate) fn kill_descendants(leader: Pid) {
+    let running = |pid: i32| procfs::state(pid).is_some_and(|s| !matches!(s, 'Z' | 'X'));
+    let stop_deadline = Instant::now() + KILL_GRACE;
+    let mut seen: HashSet<i32> = HashSet::new();
+    let mut tree: Vec<i32> = Vec::new();
+    loop {
+        let new: Vec<i32> = procfs::descendants(leader.as_raw())
+            .into_iter()
+            .filter(|&p| running(p) && seen.insert(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for &p in &new {
+            let _ = kill(Pid::from_raw(p), Signal::SIGSTOP);
+        }
+        tree.extend(&new);
+        // The stop takes effect when the process next leaves the kernel: a
+        // fork already under way completes first, so wait for it before
+        // the next scan.
+        while new
+            .iter()
+            .any(|&p| procfs::state(p).is_some_and(|s| !matches!(s, 'T' | 't' | 'Z' | 'X')))
+        {
+            if Instant::now() >= stop_deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if Instant::now() >= stop_deadline {
+            break;
+        }
+    }
+    let kill_deadline = Instant::now() + KILL_GRACE;
+    loop {
+        for &p in &tree {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        // Anything a process started before its stop took hold (only when
+        // the stop phase ran out of time) is killed on the next round.
+        let more: Vec<i32> = procfs::descendants(leader.as_raw())
+            .into_iter()
+            .filter(|&p| running(p) && seen.insert(p))
+            .collect();
+        tree.extend(&more);
+        tree.retain(|&p| running(p));
+        if tree.is_empty() || Instant::now() >= kill_deadline {
+            if !tree.is_empty() {
+                tracing::warn!(pids = ?tree, "exec: processes still running after SIGKILL");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// SIGKILLs the runtime process `leader` of an exec and everything it
+/// started: [`kill_descendants`], then, once `leader` has reaped its child
+/// and exited (or after [`RUNTIME_GRACE`]), its process group. Blocks for
+/// as long as that takes, normally a few milliseconds. `leader` must be the
+/// caller's unreaped child (its zombie keeps the group id from reuse).
+pub(crate) fn kill_tree(leader: Pid) {
+    kill_descendants(leader);
+    let deadline = Instant::now() + RUNTIME_GRACE;
+    while procfs::state(leader.as_raw()).is_some_and(|s| !matches!(s, 'Z' | 'X')) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
     let _ = killpg(leader, Signal::SIGKILL);
 }

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod create;
 pub mod delete;
 pub mod exec;
+pub mod exec_stream;
 pub mod exec_sync;
 pub mod forward;
 pub mod kill;
