@@ -176,7 +176,7 @@ async fn crictl_exec_on_a_terminal_sees_its_size_and_input() {
             &id,
             "sh",
             "-c",
-            "tty; stty size; echo ready; read x; echo got-$x; exit 4",
+            "tty; stty size; echo ready; read x; stty size; echo got-$x; exit 4",
         ]);
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -188,13 +188,69 @@ async fn crictl_exec_on_a_terminal_sees_its_size_and_input() {
             first.contains("33 111"),
             "{transport}: the size did not arrive: {first:?}"
         );
+        // The terminal grows: crictl sees SIGWINCH and sends the new size.
+        let ws = nix::pty::Winsize {
+            ws_row: 40,
+            ws_col: 132,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the valid pointer.
+        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGWINCH,
+        );
+        std::thread::sleep(Duration::from_millis(300));
         nix::unistd::write(&master, b"hello\r").unwrap();
         let rest = read_until(&master, "got-hello");
-        assert!(rest.contains("got-hello"), "{rest:?}");
+        assert!(
+            rest.contains("40 132"),
+            "{transport}: the resize did not arrive: {rest:?}"
+        );
         let out = wait_output(child, Duration::from_secs(30));
         assert_ne!(out.status.code(), Some(0), "{transport}: exit 4 must come back");
         drop(master);
     }
+}
+
+#[tokio::test]
+async fn two_clients_attach_at_once() {
+    require_root!();
+    let bin = require_tool!(crictl);
+    let mut e = Env::start(48, &["berth/busybox:latest"]).await;
+    let c = Crictl::new(bin, &e.d.socket);
+    let mut config = shell(
+        "ticker2",
+        "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done",
+    );
+    config.stdin = true;
+    let (_, id) = container(&mut e, "attach2", config).await;
+    let spawn = |transport: &str| {
+        c.command(&["attach", "--transport", transport, &id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut clients = [spawn("spdy"), spawn("websocket")];
+    for client in clients.iter_mut() {
+        let mut out = client.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("tick-") {
+            let n = out.read(&mut buf).unwrap();
+            assert!(n > 0, "attach ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    for mut client in clients {
+        client.kill().unwrap();
+        let _ = client.wait();
+    }
+    assert_eq!(e.state(&id).await, ContainerState::ContainerRunning);
 }
 
 #[tokio::test]
@@ -391,6 +447,26 @@ fn connect_retrying(port: u16) -> TcpStream {
 }
 
 #[tokio::test]
+async fn one_session_forwards_several_ports_and_ipv6_localhost() {
+    require_root!();
+    let bin = require_tool!(crictl);
+    let mut e = Env::start(49, &["berth/busybox:latest"]).await;
+    let pod = e.pod("pf-multi", false).await;
+    // One server on IPv4 loopback only, one on IPv6 loopback only.
+    e.run(&pod, shell("v4", "exec httpd -f -p 127.0.0.1:8081 -h /var/www"))
+        .await;
+    e.run(&pod, shell("v6", "exec httpd -f -p [::1]:8082 -h /var/www"))
+        .await;
+    let c = Crictl::new(bin, &e.d.socket);
+    for transport in TRANSPORTS {
+        let (a, b) = (free_port(), free_port());
+        let _f = port_forward(&c, transport, &pod.0, &[format!("{a}:8081"), format!("{b}:8082")]);
+        assert!(http_get(a).contains("hello from berth"), "{transport}: IPv4");
+        assert!(http_get(b).contains("hello from berth"), "{transport}: IPv6");
+    }
+}
+
+#[tokio::test]
 async fn crictl_port_forward_reaches_a_host_network_pod() {
     require_root!();
     let bin = require_tool!(crictl);
@@ -567,4 +643,180 @@ async fn a_killed_client_leaves_no_exec_behind() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn an_idle_session_is_ended_and_its_exec_killed() {
+    require_root!();
+    let bin = require_tool!(crictl);
+    let mut e = Env::start_with(50, &["berth/busybox:latest"], "[streaming]\nidle_timeout_seconds = 1\n").await;
+    let (_, id) = container(&mut e, "idle", shell("c", "sleep 3600")).await;
+    let c = Crictl::new(bin, &e.d.socket);
+    for transport in TRANSPORTS {
+        let needle = if transport == "spdy" {
+            "sleep 4323"
+        } else {
+            "sleep 4324"
+        };
+        // stdin stays open and silent; the command prints nothing.
+        let mut child = c
+            .command(&[
+                "exec",
+                "-i",
+                "--transport",
+                transport,
+                &id,
+                "sh",
+                "-c",
+                &format!("{needle}; true"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{transport}: the idle session was not ended");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while processes_with(&mut e, &id, needle).await.contains(needle) {
+            assert!(Instant::now() < deadline, "{transport}: the idle exec was left running");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Open descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sessions_leave_no_descriptors_behind() {
+    require_root!();
+    let bin = require_tool!(crictl);
+    let mut e = Env::start(51, &["berth/busybox:latest"]).await;
+    let (_, id) = container(&mut e, "leak", shell("c", "sleep 3600")).await;
+    let c = Crictl::new(bin, &e.d.socket);
+    let pid = e.d.pid().expect("berthd runs");
+    // One session first, so lazily opened descriptors are counted.
+    let (code, _, err) = run_with_input(c.command(&["exec", "-i", &id, "true"]), b"");
+    assert_eq!(code, Some(0), "{err}");
+    let before = fd_count(pid);
+    for i in 0..20 {
+        let transport = TRANSPORTS[i % 2];
+        let (code, out, err) = run_with_input(c.command(&["exec", "-i", "--transport", transport, &id, "cat"]), b"x\n");
+        assert_eq!((code, out.as_str()), (Some(0), "x\n"), "{transport}: {err}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fd_count(pid);
+        if now <= before + 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berthd holds {now} descriptors after 20 sessions, {before} before"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_streaming_server_speaks_tls_when_configured() {
+    require_root!();
+    let tls = tempfile::tempdir().unwrap();
+    let (cert, key) = (tls.path().join("cert.pem"), tls.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let extra = format!(
+        "[streaming]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let mut e = Env::start_with(52, &["berth/busybox:latest"], &extra).await;
+    let (_, id) = container(&mut e, "tls", shell("c", "sleep 3600")).await;
+    let url = exec_url(&mut e, &id, &["true"]).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let host = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &host])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    write!(
+        stdin,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let out = wait_output(client, Duration::from_secs(30));
+    drop(stdin);
+    let reply = String::from_utf8_lossy(&out.stdout);
+    // Over TLS the token is taken (no upgrade asked: 400).
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+}
+
+#[tokio::test]
+async fn attach_to_a_terminal_container_follows_its_size() {
+    require_root!();
+    let bin = require_tool!(crictl);
+    let mut e = Env::start(53, &["berth/busybox:latest"]).await;
+    let c = Crictl::new(bin, &e.d.socket);
+    let mut config = shell("term", "echo started; while read l; do stty size; echo line-$l; done");
+    config.stdin = true;
+    config.tty = true;
+    // (A terminal container used to die of SIGHUP at create: the monitor
+    // setup dropped the pty master it should have kept.)
+    let (_, id) = container(&mut e, "attach-tty", config).await;
+    assert_eq!(
+        e.state(&id).await,
+        ContainerState::ContainerRunning,
+        "{}",
+        e.d.log_tail()
+    );
+    for transport in TRANSPORTS {
+        let (master, slave) = pty(27, 91);
+        let mut cmd = c.command(&["attach", "-i", "-t", "--transport", transport, &id]);
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        nix::unistd::write(&master, format!("{transport}\r").as_bytes()).unwrap();
+        let seen = read_until(&master, &format!("line-{transport}"));
+        assert!(seen.contains("27 91"), "{transport}: {seen:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(e.state(&id).await, ContainerState::ContainerRunning);
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::stream::Transport;
+
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/berth/berth.sock";
 
 #[derive(Parser, Debug)]
@@ -218,24 +220,86 @@ pub enum Command {
         #[arg(long)]
         since: Option<String>,
     },
-    /// Run a command in a running container and wait for it (ExecSync).
+    /// Run a command in a running container; berthctl exits with its exit
+    /// code. Without -i and -t it runs to completion first (ExecSync);
+    /// with either it streams (Exec).
     Exec {
-        /// Seconds before the command is killed (0: none).
+        /// Seconds before the command is killed (0: none); ExecSync only.
         #[arg(long = "timeout", default_value_t = 0)]
         exec_timeout: i64,
-        /// Accepted for crictl compatibility; ExecSync has no terminal.
+        /// Allocate a terminal (the local one goes raw while -i forwards it).
         #[arg(long, short = 't')]
         tty: bool,
-        /// Accepted for crictl compatibility; ExecSync has no stdin.
+        /// Forward stdin.
         #[arg(long, short = 'i')]
         interactive: bool,
-        /// Accepted for crictl compatibility: berthctl always runs ExecSync.
+        /// Run with ExecSync even with -i or -t (no stdin, no terminal).
         #[arg(long, short = 's')]
         sync: bool,
+        #[command(flatten)]
+        transport: TransportArg,
         id: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Attach to a running container's stdio (and terminal, with -t).
+    Attach {
+        /// The container has a terminal (as created with `tty: true`).
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Forward stdin (the container needs `stdin: true`).
+        #[arg(long = "stdin", short = 'i')]
+        stdin: bool,
+        #[command(flatten)]
+        transport: TransportArg,
+        id: String,
+    },
+    /// Forward local ports to ports in a pod until interrupted.
+    #[command(name = "port-forward")]
+    PortForward {
+        #[command(flatten)]
+        transport: TransportArg,
+        pod: String,
+        /// `[LOCAL:]REMOTE`: listen on 127.0.0.1:LOCAL (0 or empty: any free
+        /// port) and forward to REMOTE in the pod.
+        #[arg(required = true, value_parser = parse_port_mapping)]
+        ports: Vec<PortMapping>,
+    },
+}
+
+/// `--transport spdy|websocket` for streaming commands.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct TransportArg {
+    /// How to reach berthd's streaming server.
+    #[arg(long, value_enum, default_value_t = Transport::Spdy)]
+    pub transport: Transport,
+}
+
+/// One `[LOCAL:]REMOTE` of port-forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMapping {
+    /// 0: any free port.
+    pub local: u16,
+    pub remote: u16,
+}
+
+/// `8080` (same port locally), `18080:8080`, `:8080` or `0:8080` (any
+/// free local port), as kubectl and crictl read them.
+pub fn parse_port_mapping(s: &str) -> Result<PortMapping, String> {
+    let (local, remote) = match s.split_once(':') {
+        None => (s, s),
+        Some((local, remote)) => (if local.is_empty() { "0" } else { local }, remote),
+    };
+    let local: u16 = local
+        .parse()
+        .map_err(|_| format!("invalid local port {local:?} in {s:?}"))?;
+    let remote: u16 = remote
+        .parse()
+        .map_err(|_| format!("invalid remote port {remote:?} in {s:?}"))?;
+    if remote == 0 {
+        return Err(format!("remote port must be > 0 in {s:?}"));
+    }
+    Ok(PortMapping { local, remote })
 }
 
 /// `-o table|json|yaml` for listings.
@@ -331,6 +395,89 @@ mod tests {
         assert!(matches!(cli.command, Command::Stop { grace: 3, .. }));
         let cli = Cli::try_parse_from(["berthctl", "exec", "-t", "abc", "ls", "-l"]).unwrap();
         assert!(matches!(cli.command, Command::Exec { tty: true, ref cmd, .. } if cmd == &["ls", "-l"]));
+    }
+
+    #[test]
+    fn streaming_flags() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("berthctl").chain(args.iter().copied()));
+        let cli = parse(&["exec", "-it", "abc", "sh", "-c", "exit 3"]).unwrap();
+        match cli.command {
+            Command::Exec {
+                tty,
+                interactive,
+                sync,
+                transport,
+                ref id,
+                ref cmd,
+                ..
+            } => {
+                assert!(tty && interactive && !sync);
+                assert_eq!(transport.transport, Transport::Spdy, "SPDY by default, as crictl");
+                assert_eq!(id, "abc");
+                assert_eq!(cmd, &["sh", "-c", "exit 3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["exec", "--transport", "websocket", "-i", "abc", "cat"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Exec {
+                interactive: true,
+                tty: false,
+                transport: TransportArg {
+                    transport: Transport::WebSocket
+                },
+                ..
+            }
+        ));
+        assert!(parse(&["exec", "--transport", "h2", "abc", "cat"]).is_err());
+
+        let cli = parse(&["attach", "-t", "--stdin", "abc"]).unwrap();
+        assert!(matches!(cli.command, Command::Attach { tty: true, stdin: true, ref id, .. } if id == "abc"));
+        assert!(parse(&["attach"]).is_err());
+
+        let cli = parse(&["port-forward", "--transport", "websocket", "pod1", "18080:8080", "9090"]).unwrap();
+        match cli.command {
+            Command::PortForward { transport, pod, ports } => {
+                assert_eq!(transport.transport, Transport::WebSocket);
+                assert_eq!(pod, "pod1");
+                assert_eq!(
+                    ports,
+                    [
+                        PortMapping {
+                            local: 18080,
+                            remote: 8080
+                        },
+                        PortMapping {
+                            local: 9090,
+                            remote: 9090
+                        }
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["port-forward", "pod1"]).is_err(), "a port is required");
+        assert!(parse(&["port-forward", "pod1", "x:80"]).is_err());
+    }
+
+    #[test]
+    fn port_mappings() {
+        assert_eq!(parse_port_mapping("80"), Ok(PortMapping { local: 80, remote: 80 }));
+        assert_eq!(
+            parse_port_mapping("8888:80"),
+            Ok(PortMapping {
+                local: 8888,
+                remote: 80
+            })
+        );
+        assert_eq!(parse_port_mapping(":80"), Ok(PortMapping { local: 0, remote: 80 }));
+        assert_eq!(parse_port_mapping("0:80"), Ok(PortMapping { local: 0, remote: 80 }));
+        assert!(parse_port_mapping("80:0").is_err());
+        assert!(parse_port_mapping("0").is_err());
+        assert!(parse_port_mapping("1:2:3").is_err());
+        assert!(parse_port_mapping("70000").is_err());
+        assert!(parse_port_mapping("").is_err());
     }
 
     #[test]

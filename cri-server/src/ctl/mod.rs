@@ -1,5 +1,6 @@
 //! berthctl: a crictl-style CLI over the CRI socket.
 
+mod attach;
 pub mod cli;
 pub mod client;
 mod config_file;
@@ -9,9 +10,11 @@ mod images;
 mod logs;
 mod output;
 mod pods;
+mod port_forward;
 mod pull;
 mod resolve;
 mod runtime;
+pub mod stream;
 
 use cli::{Cli, Command};
 
@@ -134,17 +137,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logs::logs(channel, timeout, &id, args).await
         }
         Command::Exec {
-            exec_timeout, id, cmd, ..
+            exec_timeout,
+            tty,
+            interactive,
+            sync,
+            transport,
+            id,
+            cmd,
         } => {
-            let code = exec::exec(channel, timeout, &id, cmd, exec_timeout).await?;
-            if code != 0 {
-                // The command's own exit code is berthctl's, as with crictl;
-                // its output is already flushed and nothing else is pending.
-                std::process::exit(code);
-            }
-            Ok(())
+            let code = if sync || !(tty || interactive) {
+                exec::exec(channel, timeout, &id, cmd, exec_timeout).await?
+            } else {
+                exec::exec_stream(channel, timeout, &id, cmd, interactive, tty, transport.transport).await?
+            };
+            exit_with(code)
+        }
+        Command::Attach {
+            tty,
+            stdin,
+            transport,
+            id,
+        } => {
+            let code = attach::attach(channel, timeout, &id, stdin, tty, transport.transport).await?;
+            exit_with(code)
+        }
+        Command::PortForward { transport, pod, ports } => {
+            port_forward::port_forward(channel, timeout, &pod, &ports, transport.transport).await
         }
     }
+}
+
+/// The command's own exit code is berthctl's, as with crictl: its output
+/// is flushed, the terminal restored, and nothing else is pending.
+fn exit_with(code: i32) -> anyhow::Result<()> {
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 /// A request with the call timeout set.

@@ -75,6 +75,10 @@ pub fn prepare(dir: &StateDir, runtime_exe: &Path, id: &str, process: &Process) 
         .command
         .arg("--root")
         .arg(dir.root())
+        // The runtime's own log lines must not reach the client's stderr;
+        // a failure to start still does (its error message).
+        .arg("--log")
+        .arg("/dev/null")
         .arg("exec")
         .arg("--process")
         .arg(&launch.process_file)

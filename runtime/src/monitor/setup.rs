@@ -198,9 +198,14 @@ pub fn setup(args: &MonitorArgs) -> Result<Handoff, MonitorError> {
     let (init_pid, mut master) = made.map_err(|e| rollback(e, &cg))?;
 
     let finished = (|| -> Result<Handoff, MonitorError> {
-        if let (StdioMode::ConsoleSocket(sock), Some(m)) = (&args.stdio, master.take()) {
-            crate::pty::send_to_console_socket(sock, m.as_fd())
-                .map_err(|source| MonitorError::Console { id: id.clone(), source })?;
+        // Only a console socket takes the master away (`take` inside the
+        // match arm: taken in the scrutinee it would be dropped, and the
+        // pty hung up, for a monitored terminal too).
+        if let StdioMode::ConsoleSocket(sock) = &args.stdio {
+            if let Some(m) = master.take() {
+                crate::pty::send_to_console_socket(sock, m.as_fd())
+                    .map_err(|source| MonitorError::Console { id: id.clone(), source })?;
+            }
         }
         if let Some(m) = &master {
             outputs[0] = Some(
