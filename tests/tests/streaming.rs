@@ -820,3 +820,51 @@ async fn attach_to_a_terminal_container_follows_its_size() {
     }
     assert_eq!(e.state(&id).await, ContainerState::ContainerRunning);
 }
+
+#[tokio::test]
+async fn berthctl_exec_attach_and_port_forward() {
+    require_root!();
+    let mut e = Env::start(38, &["berth/busybox:latest"]).await;
+    let pod = e.pod("bctl", false).await;
+    let id = e
+        .run(&pod, shell("c", "exec httpd -f -p 127.0.0.1:8080 -h /var/www"))
+        .await;
+    let endpoint = format!("unix://{}", e.d.socket.display());
+    let berthctl = |args: &[&str]| {
+        let mut c = Command::new(berth_tests::daemon::berthctl_bin());
+        c.arg("--endpoint").arg(&endpoint).args(args);
+        c
+    };
+    for transport in TRANSPORTS {
+        // stdin to the process, stdout back, the remote exit code as berthctl's.
+        let (code, out, err) = run_with_input(
+            berthctl(&["exec", "-i", "--transport", transport, &id, "sh", "-c", "cat; exit 5"]),
+            b"through berthctl\n",
+        );
+        assert_eq!(out, "through berthctl\n", "{transport}: {err}");
+        assert_eq!(code, Some(5), "{transport}: {err}");
+
+        // port-forward: a chosen local port to the pod's 8080.
+        let local = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = berthctl(&[
+            "port-forward",
+            "--transport",
+            transport,
+            &pod.0,
+            &format!("{local}:8080"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.reopen().unwrap()))
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .spawn()
+        .unwrap();
+        let f = Forward(child, log);
+        assert!(http_get(local).contains("hello from berth"), "{transport}");
+        let said = f.output_after(Duration::from_millis(100));
+        assert!(
+            said.contains(&format!("Forwarding from 127.0.0.1:{local} -> 8080")),
+            "{said}"
+        );
+    }
+}
