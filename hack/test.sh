@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run every berth test: installs what is missing, then formatting, lints,
-# build, the pinned Kubernetes tools (hack/tools.sh: crictl, critest), unit
-# tests and the root integration tests (tests/), which start their own
-# registries and berthd instances on 127.0.0.1 and private dirs.
+# build, the pinned Kubernetes tools (hack/tools.sh: crictl, critest), the
+# programs of critest's stand-in images (hack/standins.sh), unit tests and
+# the root integration tests (tests/), which start their own registries and
+# berthd instances on 127.0.0.1 and private dirs — among them the real
+# critest, every spec, against a berthd (tests/tests/critest.rs).
 #
 #   hack/test.sh                  everything
 #   hack/test.sh -p berth-tests   extra arguments go to `cargo test`
@@ -29,6 +31,7 @@ trap report_leftovers EXIT
 
 berth_install_packages
 berth_install_rust_components
+berth_install_python_packages
 # Rust builds are cached outside the checkout, so a fresh clone (CI) reuses
 # the dependencies built by the last run on this machine.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/berth/target}"
@@ -53,6 +56,14 @@ if [ -z "${BERTH_TOOLS_BIN:-}" ]; then
     echo ">> hack/tools.sh (crictl, critest)"
     BERTH_TOOLS_BIN=$(hack/tools.sh)
     export BERTH_TOOLS_BIN
+fi
+# The programs berth's stand-ins for critest's images are made of (BusyBox
+# from Debian's source package, small static helpers; cached outside the
+# checkout): tests/tests/critest.rs finds them through BERTH_STANDINS.
+if [ -z "${BERTH_STANDINS:-}" ]; then
+    echo ">> hack/standins.sh (programs of critest's stand-in images)"
+    BERTH_STANDINS=$(hack/standins.sh)
+    export BERTH_STANDINS
 fi
 echo ">> cargo test"
 cargo test --workspace --no-fail-fast "$@"

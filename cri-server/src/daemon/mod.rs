@@ -2,6 +2,8 @@
 //! unix socket, and on SIGTERM/SIGINT stop accepting, let in-flight calls
 //! finish, remove the socket and exit 0.
 
+pub mod authority;
+pub mod decode_errors;
 pub mod lock;
 pub mod socket;
 
@@ -106,10 +108,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(decode_errors::DecodeErrorsLayer)
             .add_service(runtime)
             .add_service(images)
             .add_service(introspect)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming(listener), async {
                 let _ = stop_rx.await;
             }),
     );
@@ -187,6 +190,15 @@ fn build_services(
         locks: IdLocks::default(),
         streaming,
     })
+}
+
+/// Accepted CRI connections, each behind [`authority::AuthorityFix`] so
+/// grpc-core and grpc-java clients (socket path as `:authority`) are served.
+fn incoming(
+    listener: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<authority::AuthorityFix<tokio::net::UnixStream>>> {
+    use tokio_stream::StreamExt;
+    UnixListenerStream::new(listener).map(|conn| conn.map(authority::AuthorityFix::new))
 }
 
 /// Aborts a background task when dropped (berthd's servers end with it).
