@@ -103,11 +103,8 @@ pub fn validate(request: &RunPodSandboxRequest) -> Result<PodSandboxConfig, CriE
     if !config.hostname.is_empty() {
         files::validate_hostname(&config.hostname)?;
     }
-    if !config.log_directory.is_empty() && !std::path::Path::new(&config.log_directory).is_absolute() {
-        return Err(CriError::invalid(
-            "config.log_directory",
-            format!("{:?} is not an absolute path", config.log_directory),
-        ));
+    if !config.log_directory.is_empty() {
+        validate_log_directory(&config.log_directory)?;
     }
     if let Some(dns) = &config.dns_config {
         files::resolv_conf(dns)?;
@@ -443,4 +440,38 @@ fn add_overhead(r: &LinuxContainerResources, o: &LinuxContainerResources) -> Lin
         0
     };
     t
+}
+
+/// The pod's log directory: absolute, no `..` (a log written outside the
+/// directory the caller named), no NUL.
+fn validate_log_directory(dir: &str) -> Result<(), CriError> {
+    use std::path::{Component, Path};
+    let path = Path::new(dir);
+    if !path.is_absolute() {
+        return Err(CriError::invalid(
+            "config.log_directory",
+            format!("{dir:?} is not an absolute path"),
+        ));
+    }
+    if dir.contains('\0') || path.components().any(|c| c == Component::ParentDir) {
+        return Err(CriError::invalid(
+            "config.log_directory",
+            format!("{dir:?} must not contain '..' components or NUL"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod log_directory_tests {
+    use super::validate_log_directory;
+
+    #[test]
+    fn a_log_directory_must_stay_where_it_says() {
+        assert!(validate_log_directory("/var/log/pods/ns_pod_uid").is_ok());
+        for bad in ["/x/logs/ld/../../../elsewhere", "relative/dir", "/x/..", "/x/\0y"] {
+            let e = validate_log_directory(bad).unwrap_err().to_string();
+            assert!(e.contains("config.log_directory"), "{bad}: {e}");
+        }
+    }
 }
