@@ -4,10 +4,13 @@
 //! benchmark a private containerd and the removal of what daemons leave on
 //! the host.
 //!
+//! `critest_images` builds berth's stand-ins for the images critest pulls.
+//!
 //! The integration tests (`tests/`) use this crate as a library; `berth-hack`
 //! is the same functions behind a command line for scripts.
 
 pub mod containerd;
+pub mod critest_images;
 pub mod expect;
 pub mod host_cleanup;
 pub mod http;

@@ -4,6 +4,9 @@
 //! - `push --images DIR --registry HOST:PORT`: push them with skopeo.
 //! - `serve-images --images DIR --port-file F`: start a local registry on
 //!   127.0.0.1, push the images, write the port, run until SIGINT/SIGTERM.
+//! - `serve-critest-images --standins DIR --images DIR --port-file F`: the
+//!   same for berth's stand-ins of critest's images (`critest_images.rs`),
+//!   printing the berthd configuration that mirrors critest's registries.
 //! - `bench`: pull benchmark against a running berthd (see `bench.rs`).
 
 use std::path::PathBuf;
@@ -11,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use berth_hack::registry::{Auth, Registry, RegistryOptions};
 use berth_hack::skopeo::{self, PushOptions};
-use berth_hack::testimages;
+use berth_hack::{critest_images, testimages};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -63,6 +66,19 @@ enum Cmd {
         #[arg(long)]
         only: Vec<String>,
     },
+    /// Start a registry on 127.0.0.1 with berth's stand-ins for critest's
+    /// images (built into IMAGES from STANDINS, `hack/standins.sh`'s
+    /// directory, unless already there), write the port to PORT_FILE, print
+    /// the berthd configuration mirroring critest's registries to it and
+    /// serve until SIGINT or SIGTERM.
+    ServeCritestImages {
+        #[arg(long)]
+        standins: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        port_file: PathBuf,
+    },
     /// Pull benchmark: cold and warm pull of berth/big:v1 through berthd.
     Bench(bench::BenchArgs),
 }
@@ -100,8 +116,36 @@ fn main() -> Result<()> {
             htpasswd,
             only,
         } => serve_images(images, port_file, data, htpasswd, only),
+        Cmd::ServeCritestImages {
+            standins,
+            images,
+            port_file,
+        } => serve_critest_images(standins, images, port_file),
         Cmd::Bench(args) => bench::run(args),
     }
+}
+
+fn serve_critest_images(standins: PathBuf, images: PathBuf, port_file: PathBuf) -> Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block()?;
+
+    let (dir, built) = critest_images::build_cached(&standins, &images)?;
+    let registry = Registry::start(RegistryOptions::default())?;
+    critest_images::push_all(&dir, &built, &registry.host())?;
+    std::fs::write(&port_file, format!("{}\n", registry.port()))
+        .with_context(|| format!("writing {}", port_file.display()))?;
+    println!(
+        "{}",
+        critest_images::mirror_config(&format!("http://{}", registry.host()))
+    );
+    eprintln!("berth-hack: registry with critest's stand-ins at {}", registry.host());
+    let sig = set.wait()?;
+    eprintln!("berth-hack: {sig}, stopping the registry");
+    drop(registry);
+    let _ = std::fs::remove_file(&port_file);
+    Ok(())
 }
 
 fn serve_images(

@@ -39,12 +39,20 @@ pub struct Berthd {
     pub socket: PathBuf,
     pub config: PathBuf,
     log: PathBuf,
+    /// Extra environment for the berthd process.
+    env: Vec<(String, String)>,
     proc: Option<Guarded>,
 }
 
 impl Berthd {
     /// Starts berthd with `config` (TOML) as its config file.
     pub fn start(config: &str) -> Result<Berthd> {
+        Berthd::start_with_env(config, &[])
+    }
+
+    /// [`Berthd::start`] with `env` added to berthd's environment (kept
+    /// across [`Berthd::restart`]).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Berthd> {
         let bin = berthd_bin();
         if !bin.exists() {
             bail!(
@@ -77,6 +85,7 @@ impl Berthd {
             state,
             socket,
             config: cfg,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             proc: None,
         };
         d.spawn()?;
@@ -100,7 +109,8 @@ impl Berthd {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("debug,h2=info,hyper=info,tower=info")
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut p = Guarded::spawn("berthd", cmd, &self.log)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

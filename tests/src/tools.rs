@@ -4,6 +4,9 @@
 //! without it they are looked up on `PATH`. A test that needs one and does
 //! not find it skips itself with a note ([`require_tool!`]).
 //!
+//! [`standins`] finds the programs `hack/standins.sh` builds for berth's
+//! stand-ins of critest's images (`BERTH_STANDINS`).
+//!
 //! [`Crictl`] runs crictl against one berthd with a config file of its own
 //! (so a host `/etc/crictl.yaml` never leaks in).
 
@@ -43,6 +46,15 @@ pub fn crictl() -> Option<PathBuf> {
 /// The critest binary, if there is one.
 pub fn critest() -> Option<PathBuf> {
     find("critest")
+}
+
+/// The directory `hack/standins.sh` printed (`BERTH_STANDINS`), if set and
+/// built: the programs berth's stand-ins for critest's images are made of.
+pub fn standins() -> Option<PathBuf> {
+    std::env::var_os("BERTH_STANDINS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.join("complete").is_file())
 }
 
 /// The path of tool `$name` (`crictl`, `critest`); returns from the

@@ -17,9 +17,11 @@
 //! (absolute, no `..`), `ro` or `rw`, with propagation `rprivate`,
 //! `rslave` (HOST_TO_CONTAINER) or `rshared` (BIDIRECTIONAL); a non-private
 //! propagation also sets the rootfs propagation (`rslave`, or `rshared`
-//! which wins). `selinux_relabel` is accepted and ignored (SELinux is off).
-//! Refused for now: image volumes (`image`), id-mapped mounts and recursive
-//! read-only mounts (the engine cannot do them). A `host_path` that is a
+//! which wins). `recursive_read_only` adds `rro` (the mounts below the
+//! source read-only too; it needs `readonly`, private propagation and
+//! mount_setattr(2)). `selinux_relabel` is accepted and ignored (SELinux is
+//! off). Refused for now: image volumes (`image`, UNIMPLEMENTED) and
+//! id-mapped mounts (the engine cannot do them). A `host_path` that is a
 //! symlink is followed by the kernel when bind-mounting.
 //!
 //! Masked and read-only paths: none for a privileged container; otherwise
@@ -33,6 +35,8 @@ use std::path::PathBuf;
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, MountPropagation};
 use oci_spec::runtime::Mount;
 
+use berth_runtime::init::mounts::recursive_readonly_supported;
+
 use super::{clean_container_path, defaults, SandboxContext};
 use crate::error::CriError;
 
@@ -44,6 +48,8 @@ struct Bind {
     source: PathBuf,
     destination: String,
     readonly: bool,
+    /// Read-only all the way down (`rro`): mounts below the source too.
+    recursive_readonly: bool,
     propagation: &'static str,
 }
 
@@ -57,11 +63,15 @@ impl Bind {
         m.set_destination(self.destination.into());
         m.set_typ(Some("bind".into()));
         m.set_source(Some(self.source));
-        m.set_options(Some(vec![
-            "rbind".into(),
+        let mut options = vec![
+            "rbind".to_string(),
             self.propagation.into(),
             if self.readonly { "ro" } else { "rw" }.into(),
-        ]));
+        ];
+        if self.recursive_readonly {
+            options.push("rro".into());
+        }
+        m.set_options(Some(options));
         m
     }
 }
@@ -79,10 +89,11 @@ fn cri_binds(config: &ContainerConfig, propagation: &mut Option<String>) -> Resu
         let destination = clean_container_path(&m.container_path)
             .map_err(|reason| CriError::invalid(FIELD, format!("[{i}].container_path {reason}")))?;
         if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
-            return Err(CriError::invalid(
-                FIELD,
-                format!("[{i}].image: image volume mounts are not supported by berth yet"),
-            ));
+            // Not an invalid request: a feature berth lacks (critest and
+            // the kubelet read Unimplemented as "not supported").
+            return Err(CriError::Unimplemented {
+                rpc: "image volume mounts (mounts[].image)",
+            });
         }
         if !m.host_path.starts_with('/') {
             return Err(CriError::invalid(
@@ -96,14 +107,29 @@ fn cri_binds(config: &ContainerConfig, propagation: &mut Option<String>) -> Resu
                 format!("[{i}]: id-mapped mounts are not supported by berth yet"),
             ));
         }
-        if m.recursive_read_only {
-            return Err(CriError::invalid(
-                FIELD,
-                format!("[{i}].recursive_read_only: recursive read-only mounts are not supported by this runtime"),
-            ));
-        }
         let mode = MountPropagation::try_from(m.propagation)
             .map_err(|_| CriError::invalid(FIELD, format!("[{i}].propagation {} is unknown", m.propagation)))?;
+        if m.recursive_read_only {
+            // As the CRI (and the kubelet) require.
+            if !m.readonly {
+                return Err(CriError::invalid(
+                    FIELD,
+                    format!("[{i}].recursive_read_only needs readonly"),
+                ));
+            }
+            if mode != MountPropagation::PropagationPrivate {
+                return Err(CriError::invalid(
+                    FIELD,
+                    format!("[{i}].recursive_read_only needs propagation PROPAGATION_PRIVATE, not {mode:?}"),
+                ));
+            }
+            if !recursive_readonly_supported() {
+                return Err(CriError::invalid(
+                    FIELD,
+                    format!("[{i}].recursive_read_only: this kernel has no mount_setattr(2) (Linux 5.12)"),
+                ));
+            }
+        }
         let option = match mode {
             MountPropagation::PropagationPrivate => "rprivate",
             MountPropagation::PropagationHostToContainer => {
@@ -121,6 +147,7 @@ fn cri_binds(config: &ContainerConfig, propagation: &mut Option<String>) -> Resu
             source: PathBuf::from(&m.host_path),
             destination,
             readonly: m.readonly,
+            recursive_readonly: m.recursive_read_only,
             propagation: option,
         });
     }
@@ -132,6 +159,7 @@ fn pod_binds(sandbox: &SandboxContext, readonly_rootfs: bool) -> Vec<Bind> {
         source: source.clone(),
         destination: dest.to_string(),
         readonly: readonly_rootfs,
+        recursive_readonly: false,
         propagation: "rprivate",
     };
     let mut binds = vec![
@@ -151,6 +179,7 @@ fn pod_binds(sandbox: &SandboxContext, readonly_rootfs: bool) -> Vec<Bind> {
             source,
             destination: "/dev/shm".into(),
             readonly: false,
+            recursive_readonly: false,
             propagation: "rprivate",
         });
     }
@@ -389,12 +418,24 @@ mod tests {
     }
 
     #[test]
+    fn a_recursive_read_only_mount_is_rro() {
+        let mut m = cri("/mnt", "/host", true, MountPropagation::PropagationPrivate);
+        m.recursive_read_only = true;
+        let s = summary(&mounts(&cfg(vec![m]), &sandbox(), false, false).unwrap());
+        assert!(s.iter().any(|l| l == "/mnt bind /host rbind,rprivate,ro,rro"), "{s:?}");
+    }
+
+    #[test]
     fn bad_mounts_are_refused_naming_the_index() {
         let private = MountPropagation::PropagationPrivate;
         let mut idmapped = cri("/x", "/y", false, private);
         idmapped.uid_mappings = vec![IdMapping::default()];
-        let mut rro = cri("/x", "/y", true, private);
-        rro.recursive_read_only = true;
+        let mut rro_rw = cri("/x", "/y", false, private);
+        rro_rw.recursive_read_only = true;
+        let mut rro_slave = cri("/x", "/y", true, MountPropagation::PropagationHostToContainer);
+        rro_slave.recursive_read_only = true;
+        let mut rro_shared = cri("/x", "/y", true, MountPropagation::PropagationBidirectional);
+        rro_shared.recursive_read_only = true;
         let mut image = cri("/x", "", true, private);
         image.image = Some(ImageSpec {
             image: "busybox".into(),
@@ -411,8 +452,15 @@ mod tests {
             (cri("", "/y", false, private), "[1].container_path"),
             (cri("/x", "y", false, private), "[1].host_path"),
             (idmapped, "[1]: id-mapped"),
-            (rro, "[1].recursive_read_only"),
-            (image, "[1].image"),
+            (rro_rw, "[1].recursive_read_only needs readonly"),
+            (
+                rro_slave,
+                "[1].recursive_read_only needs propagation PROPAGATION_PRIVATE",
+            ),
+            (
+                rro_shared,
+                "[1].recursive_read_only needs propagation PROPAGATION_PRIVATE",
+            ),
             (bad_prop, "[1].propagation"),
         ] {
             let c = cfg(vec![cri("/ok", "/ok", false, private), m]);
@@ -420,6 +468,11 @@ mod tests {
             assert!(matches!(err, CriError::InvalidArgument { field: "mounts", .. }));
             assert!(err.to_string().contains(needle), "{err} should contain {needle}");
         }
+        // An image volume is a feature berth lacks, not a bad request.
+        let c = cfg(vec![cri("/ok", "/ok", false, private), image]);
+        let err = mounts(&c, &sandbox(), false, false).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+        assert!(err.to_string().contains("mounts[].image"), "{err}");
     }
 
     #[test]

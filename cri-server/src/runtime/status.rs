@@ -1,15 +1,25 @@
-//! Status: RuntimeReady and NetworkReady, from real checks.
+//! Status: RuntimeReady and NetworkReady, from real checks, and the
+//! features berth implements.
 //!
 //! RuntimeReady: the engine's binaries are there and executable (without
 //! them no container can start). NetworkReady: the pod network (a CNI config,
 //! or the built-in bridge) says it can network pods.
+//!
+//! Features: `supplemental_groups_policy` (Merge and Strict, and the
+//! container's user in ContainerStatus); the one (default) runtime handler
+//! has recursive read-only mounts when the kernel has mount_setattr(2), and
+//! no user namespaces.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use berth_cni::NetworkStatus;
-use k8s_cri::v1::{RuntimeCondition, RuntimeStatus, StatusRequest, StatusResponse};
+use berth_runtime::init::mounts::recursive_readonly_supported;
+use k8s_cri::v1::{
+    RuntimeCondition, RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest,
+    StatusResponse,
+};
 
 use crate::config::Config;
 use crate::error::CriError;
@@ -30,8 +40,22 @@ pub async fn status(s: &Services, request: StatusRequest) -> Result<StatusRespon
     Ok(StatusResponse {
         status: Some(RuntimeStatus { conditions }),
         info,
-        ..Default::default()
+        runtime_handlers: runtime_handlers(),
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: true,
+        }),
     })
+}
+
+/// The default handler (the only one) and what it supports.
+fn runtime_handlers() -> Vec<RuntimeHandler> {
+    vec![RuntimeHandler {
+        name: String::new(),
+        features: Some(RuntimeHandlerFeatures {
+            recursive_read_only_mounts: recursive_readonly_supported(),
+            user_namespaces: false,
+        }),
+    }]
 }
 
 /// Why the engine cannot run containers, if it cannot.
@@ -131,6 +155,16 @@ mod tests {
         )
         .unwrap();
         assert!(engine_problem(&runtime).is_none());
+    }
+
+    #[test]
+    fn features_are_what_berth_implements() {
+        let h = runtime_handlers();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].name, "", "the default handler");
+        let f = h[0].features.as_ref().unwrap();
+        assert_eq!(f.recursive_read_only_mounts, recursive_readonly_supported());
+        assert!(!f.user_namespaces);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The real [`Syscall`] implementation.
 
+use std::ffi::CString;
 use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use nix::errno::Errno;
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -28,6 +32,32 @@ impl Syscall for LinuxSyscall {
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult<()> {
         nix::mount::umount2(target, flags)
+    }
+
+    fn mount_setattr(&self, target: &Path, recursive: bool, attr_set: u64) -> SysResult<()> {
+        // nix has no wrapper for mount_setattr(2) (Linux 5.12).
+        let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+        let attr = libc::mount_attr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let flags = if recursive { libc::AT_RECURSIVE } else { 0 } as libc::c_uint;
+        // SAFETY: `path` is a NUL-terminated string and `attr` a live
+        // `struct mount_attr` whose size is passed; the kernel copies both
+        // and keeps no reference.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                flags,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        Errno::result(r).map(drop)
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {

@@ -1,5 +1,6 @@
 //! The syscall seam: every privileged, process-wide call the container setup
-//! makes (mount, pivot_root, setns, unshare, mknod, chown, hostname) goes
+//! makes (mount, mount_setattr, pivot_root, setns, unshare, mknod, chown,
+//! hostname) goes
 //! through [`Syscall`], so setup logic can be unit-tested against
 //! [`RecordingSyscall`] without root, and run for real with [`LinuxSyscall`].
 
@@ -33,6 +34,9 @@ pub trait Syscall {
     ) -> SysResult<()>;
     /// umount2(2).
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult<()>;
+    /// mount_setattr(2): sets `attr_set` (`MOUNT_ATTR_*`) on the mount at
+    /// `target`, and on every mount below it when `recursive`.
+    fn mount_setattr(&self, target: &Path, recursive: bool, attr_set: u64) -> SysResult<()>;
     /// pivot_root(2).
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()>;
     /// setns(2) into the namespace behind `fd`.

@@ -28,6 +28,11 @@ pub enum Call {
         target: PathBuf,
         flags: MntFlags,
     },
+    MountSetattr {
+        target: PathBuf,
+        recursive: bool,
+        attr_set: u64,
+    },
     PivotRoot {
         new_root: PathBuf,
         put_old: PathBuf,
@@ -142,6 +147,14 @@ impl Syscall for RecordingSyscall {
         self.record(Call::Umount2 {
             target: real_path(target),
             flags,
+        })
+    }
+
+    fn mount_setattr(&self, target: &Path, recursive: bool, attr_set: u64) -> SysResult<()> {
+        self.record(Call::MountSetattr {
+            target: real_path(target),
+            recursive,
+            attr_set,
         })
     }
 
