@@ -220,19 +220,9 @@ fn route(s: Arc<Services>, mut req: Request<Incoming>) -> Response<Body> {
             Err(e) => return e.response(),
         };
         let upgrade = hyper::upgrade::on(&mut req);
-        let gauge = crate::metrics::streaming_session(request.kind());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _gauge = gauge;
-            match upgrade.await {
-                Ok(upgraded) => {
-                    let io = IdleIo::new(TokioIo::new(upgraded));
-                    let activity = io.activity();
-                    let session = Box::pin(serve_websocket(s, request, protocol, query_ports, io));
-                    run_with_idle_limit(session, activity, idle).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "websocket upgrade"),
-            }
+        let kind = request.kind();
+        spawn_session(upgrade, permit, kind, idle, move |io| {
+            serve_websocket(s, request, protocol, query_ports, io)
         });
         return response.map(|_| Full::new(Bytes::new()));
     }
@@ -272,20 +262,10 @@ fn route(s: Arc<Services>, mut req: Request<Incoming>) -> Response<Body> {
         if let Some(name) = chosen_name {
             response = response.header("X-Stream-Protocol-Version", name);
         }
-        let gauge = crate::metrics::streaming_session(request.kind());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _gauge = gauge;
-            match upgrade.await {
-                Ok(upgraded) => {
-                    let io = IdleIo::new(TokioIo::new(upgraded));
-                    let activity = io.activity();
-                    let protocol = protocol.unwrap_or(RemoteCommandProtocol::V1);
-                    let session = Box::pin(serve_spdy(s, request, protocol, io));
-                    run_with_idle_limit(session, activity, idle).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "SPDY upgrade"),
-            }
+        let protocol = protocol.unwrap_or(RemoteCommandProtocol::V1);
+        let kind = request.kind();
+        spawn_session(upgrade, permit, kind, idle, move |io| {
+            serve_spdy(s, request, protocol, io)
         });
         return response
             .body(Full::new(Bytes::new()))
@@ -295,6 +275,38 @@ fn route(s: Arc<Services>, mut req: Request<Incoming>) -> Response<Body> {
         StatusCode::BAD_REQUEST,
         "streaming needs an upgrade to SPDY/3.1 or websocket",
     )
+}
+
+/// The upgraded connection behind the idle tracker.
+type Upgraded = IdleIo<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Runs `serve` on the connection once hyper has upgraded it, holding the
+/// session slot and gauge until it ends, and ending it when idle too long.
+fn spawn_session<F, Fut>(
+    upgrade: hyper::upgrade::OnUpgrade,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    kind: &'static str,
+    idle: Duration,
+    serve: F,
+) where
+    F: FnOnce(Upgraded) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let gauge = crate::metrics::streaming_session(kind);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _gauge = gauge;
+        match upgrade.await {
+            Ok(upgraded) => {
+                let io = IdleIo::new(TokioIo::new(upgraded));
+                let activity = io.activity();
+                // Boxed: the session futures are large, and a debug
+                // build's stack is not.
+                run_with_idle_limit(Box::pin(serve(io)), activity, idle).await;
+            }
+            Err(e) => tracing::debug!(kind, error = %e, "upgrade failed"),
+        }
+    });
 }
 
 fn is_spdy_upgrade(headers: &HeaderMap) -> bool {
