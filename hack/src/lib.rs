@@ -9,6 +9,7 @@
 //! The integration tests (`tests/`) use this crate as a library; `berth-hack`
 //! is the same functions behind a command line for scripts.
 
+pub mod compare;
 pub mod containerd;
 pub mod critest_images;
 pub mod expect;

@@ -293,3 +293,50 @@ async fn every_protocol_version_is_served() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_large_port_forward_transfer_completes_over_both_transports() {
+    require_root!();
+    let mut e = Env::start(25, &["berth/busybox:latest"]).await;
+    let pod = e.pod("pf-bulk", false).await;
+    // 64 MiB per connection from the pod. (Over the WebSocket tunnel a
+    // read-side flush once replaced the writer's waker and stalled such a
+    // transfer for good under load.)
+    e.run(
+        &pod,
+        shell(
+            "source",
+            "exec nc -ll -p 9000 -e sh -c 'dd if=/dev/zero bs=1M count=64 2>/dev/null'",
+        ),
+    )
+    .await;
+    for transport in TRANSPORTS {
+        let url =
+            e.rt.port_forward(PortForwardRequest {
+                pod_sandbox_id: pod.0.clone(),
+                port: vec![9000],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let forwarder = PortForwarder::connect(&url, transport).await.unwrap();
+        for round in 0..2 {
+            let mut conn = forwarder.open(9000).await.unwrap();
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = tokio::time::timeout(Duration::from_secs(30), conn.reader.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("{transport:?} round {round}: stalled after {total} bytes"))
+                    .unwrap();
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            assert_eq!(total, 64 << 20, "{transport:?} round {round}");
+        }
+        forwarder.close();
+    }
+}

@@ -46,9 +46,10 @@ pub async fn serve(s: Arc<Services>, request: StreamRequest, mut streams: Stream
 }
 
 /// Copies `from` to `to` until EOF or an error on either side, then closes
-/// `to` (FIN for the client).
+/// `to` (FIN for the client). Reads of up to 32 KiB, the largest SPDY DATA
+/// frame: `tokio::io::copy`'s 8 KiB took 4× the syscalls and frames.
 pub async fn copy_then_close(from: &mut (impl AsyncRead + Unpin), mut to: Writer) {
-    if let Err(e) = tokio::io::copy(from, &mut to).await {
+    if let Err(e) = tokio::io::copy_buf(&mut tokio::io::BufReader::with_capacity(32 << 10, from), &mut to).await {
         tracing::debug!(error = %e, "stream copy ended");
     }
     let _ = to.shutdown().await;

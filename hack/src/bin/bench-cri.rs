@@ -32,19 +32,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_hack::compare::{self, check, connect, p50_p99, rand_suffix, rss_kib, signal_watch, stopped, PrivateBerth};
 use berth_hack::containerd;
-use berth_hack::host_cleanup;
-use berth_hack::process::Guarded;
 use berth_hack::registry::{Registry, RegistryOptions};
 use berth_hack::skopeo::{self, PushOptions};
 use berth_hack::testimages;
 use clap::Parser;
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 #[derive(Parser, Clone)]
 #[command(about = "CRI latency and memory benchmark for any CRI endpoint (berth, containerd)")]
@@ -100,52 +98,6 @@ struct Figures {
     lat: Vec<(&'static str, Vec<Duration>)>,
     rss_kib: Option<u64>,
     listed: usize,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn p50_p99(samples: &[Duration]) -> Option<(f64, f64)> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut s = samples.to_vec();
-    s.sort();
-    Some((ms(percentile(&s, 0.50)), ms(percentile(&s, 0.99))))
-}
-
-async fn connect(endpoint: &str) -> Result<Channel> {
-    let path = PathBuf::from(
-        endpoint
-            .strip_prefix("unix://")
-            .with_context(|| format!("endpoint {endpoint}: only unix:// is supported"))?,
-    );
-    let shown = path.display().to_string();
-    Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .with_context(|| format!("connecting to {shown}"))
-}
-
-/// Resolves when SIGINT or SIGTERM arrived.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-fn check(rx: &watch::Receiver<bool>) -> Result<()> {
-    if *rx.borrow() {
-        bail!("interrupted");
-    }
-    Ok(())
 }
 
 /// One benchmark run on one endpoint; remembers every pod it made.
@@ -385,15 +337,6 @@ impl Bench {
     }
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("daemon pid {pid}"))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
-}
-
 /// Pulls the image, runs every measurement, removes every pod it made.
 async fn bench_endpoint(
     args: &Args,
@@ -438,13 +381,6 @@ async fn bench_endpoint(
     }
     b.sweep().await;
     result.map(|()| figs)
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64 % 1_000_000)
-        .unwrap_or(0)
 }
 
 fn print_one(name: &str, f: &Figures) {
@@ -498,26 +434,10 @@ fn print_table(a: &Figures, b: &Figures, args: &Args) {
     }
 }
 
-fn signal_watch() -> Result<watch::Receiver<bool>> {
-    let (tx, rx) = watch::channel(false);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
-        }
-        eprintln!("bench-cri: signal, cleaning up");
-        let _ = tx.send(true);
-    });
-    Ok(rx)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let stop = signal_watch()?;
+    let stop = signal_watch("bench-cri")?;
     if args.compare {
         if !nix::unistd::geteuid().is_root() {
             bail!("bench-cri --compare needs root");
@@ -549,57 +469,22 @@ const CNI_NAME: &str = "cnibench";
 const CNI_BRIDGE: &str = "cnibench0";
 const CNI_SUBNET: &str = "10.231.241.0/24";
 
-fn wait_socket(d: &mut Guarded, sock: &Path, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        if d.try_wait().is_some() || Instant::now() > deadline {
-            bail!("{} did not come up: {}", d.name(), berth_hack::process::tail(log, 4096));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
 async fn run_berth(args: &Args, bin: &Path, tmp: &Path, image: &str, stop: watch::Receiver<bool>) -> Result<Figures> {
-    let dir = tmp.join("berth");
-    let cni = dir.join("cni");
-    std::fs::create_dir_all(&cni)?;
-    let cgroup_prefix = format!("/berth-bench-cri-{}", std::process::id());
-    let cfg = dir.join("berth.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[network]\nbridge = \"{BERTH_BRIDGE}\"\nsubnet = \"{BERTH_SUBNET}\"\nchain_prefix = \"{BERTH_CHAINS}\"\n\n\
-             [cni]\nconf_dir = \"{}\"\n\n[runtime]\ncgroup_prefix = \"{cgroup_prefix}\"\n",
-            cni.display()
-        ),
-    )?;
-    let sock = dir.join("state/berth.sock");
-    let log = dir.join("berthd.log");
-    let mut cmd = Command::new(bin.join("berthd"));
-    cmd.arg("--config")
-        .arg(&cfg)
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--socket")
-        .arg(&sock);
+    let berth = PrivateBerth {
+        dir: tmp.join("berth"),
+        bridge: BERTH_BRIDGE,
+        subnet: BERTH_SUBNET,
+        chain_prefix: BERTH_CHAINS,
+        cgroup_prefix: format!("/berth-bench-cri-{}", std::process::id()),
+    };
     let result = async {
-        let mut d = Guarded::spawn("berthd", cmd, &log)?;
-        wait_socket(&mut d, &sock, &log)?;
-        let endpoint = format!("unix://{}", sock.display());
-        let r = bench_endpoint(args, &endpoint, image, Some(d.pid()), None, stop).await;
-        d.stop(Duration::from_secs(20));
-        r.map_err(|e| e.context(berth_hack::process::tail(&log, 2048)))
+        let mut d = berth.start(bin)?;
+        let r = bench_endpoint(args, &d.endpoint, image, Some(d.process.pid()), None, stop).await;
+        d.process.stop(Duration::from_secs(20));
+        r.map_err(|e| e.context(berth_hack::process::tail(&d.log, 2048)))
     }
     .await;
-    // Monitors and pod helpers of pods a failed run left (their command
-    // lines name the private dirs), then whatever runs in the pod cgroups.
-    host_cleanup::kill_matching(&[&dir.display().to_string()]);
-    host_cleanup::remove_berth_network(BERTH_BRIDGE, BERTH_CHAINS, &[]);
-    host_cleanup::remove_cgroups(&cgroup_prefix);
-    host_cleanup::unmount_under(&dir);
+    berth.cleanup();
     result
 }
 
@@ -619,17 +504,18 @@ async fn run_containerd(
     let cgroup_parent = format!("/cri-bench-{}", std::process::id());
     let footprint = containerd::Footprint::before();
     let result = async {
-        layout.write(registry, &net)?;
-        let sock = layout.socket();
-        let log = layout.dir.join("containerd.log");
-        let mut cmd = Command::new("containerd");
-        cmd.arg("--config").arg(layout.config());
-        let mut d = Guarded::spawn("containerd", cmd, &log)?;
-        wait_socket(&mut d, &sock, &log)?;
-        let endpoint = format!("unix://{}", sock.display());
-        let r = bench_endpoint(args, &endpoint, image, Some(d.pid()), Some(cgroup_parent.clone()), stop).await;
-        d.stop(Duration::from_secs(20));
-        r.map_err(|e| e.context(berth_hack::process::tail(&log, 2048)))
+        let mut d = compare::start_containerd(&layout, registry, &net)?;
+        let r = bench_endpoint(
+            args,
+            &d.endpoint,
+            image,
+            Some(d.process.pid()),
+            Some(cgroup_parent.clone()),
+            stop,
+        )
+        .await;
+        d.process.stop(Duration::from_secs(20));
+        r.map_err(|e| e.context(berth_hack::process::tail(&d.log, 2048)))
     }
     .await;
     footprint.remove(&layout, &net, &cgroup_parent);

@@ -402,15 +402,17 @@ async fn tunnel_carries_bytes_both_ways() {
 }
 
 #[tokio::test]
-async fn tunnel_reads_push_out_unflushed_writes() {
+async fn tunnel_writes_and_reads_from_separate_tasks() {
     let (io, mut client) = connect(1024).await;
     let (mut reading, mut writing) = tokio::io::split(tunnel(io));
     let total = 96 << 10;
-    // Written without a flush; only the read half is polled afterwards.
-    timeout(PATIENCE, writing.write_all(&vec![1u8; total]))
-        .await
-        .unwrap()
-        .unwrap();
+    // The writer flushes its own writes (as the SPDY session's writer
+    // does); the read half is polled from another task meanwhile.
+    let writer = tokio::spawn(async move {
+        writing.write_all(&vec![1u8; total]).await?;
+        writing.flush().await?;
+        Ok::<_, std::io::Error>(writing)
+    });
     let reader = tokio::spawn(async move {
         let mut ack = [0u8; 3];
         reading.read_exact(&mut ack).await.map(|_| ack)
@@ -424,6 +426,7 @@ async fn tunnel_reads_push_out_unflushed_writes() {
     }
     send(&mut client, bin(b"ack")).await;
     assert_eq!(&timeout(PATIENCE, reader).await.unwrap().unwrap().unwrap(), b"ack");
+    let writing = timeout(PATIENCE, writer).await.unwrap().unwrap().unwrap();
     drop(writing);
 }
 

@@ -40,9 +40,6 @@ pub struct Tunnel<IO> {
     read_closed: bool,
     /// Our Close frame is queued.
     close_sent: bool,
-    /// Written data may still sit in tungstenite's buffer: reads push it
-    /// out too, so a caller that never flushes still gets it delivered.
-    unflushed: bool,
 }
 
 enum State<IO> {
@@ -63,7 +60,6 @@ where
         pending: Bytes::new(),
         read_closed: false,
         close_sent: false,
-        unflushed: false,
     }
 }
 
@@ -103,10 +99,10 @@ where
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending.is_empty() && !self.read_closed {
             let ws = ready!(self.state.poll_open(cx));
-            if self.unflushed && ws.poll_flush_unpin(cx).is_ready() {
-                // An error shows on the next write (or on this read).
-                self.unflushed = false;
-            }
+            // No flush from here: tokio-tungstenite keeps one write waker,
+            // and a flush polled from the reading task would replace the
+            // writing task's, which then never wakes (a port-forward
+            // stalled for good under load). Writers flush their own writes.
             match ready!(ws.poll_next_unpin(cx)) {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
                 Some(Ok(Message::Close(_))) | None => self.read_closed = true,
@@ -157,12 +153,10 @@ where
         let n = buf.len().min(MAX_CHUNK);
         ws.start_send_unpin(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
             .map_err(io_error)?;
-        // Push it out now if the socket takes it; otherwise the next
-        // write, flush or read will.
-        match ws.poll_flush_unpin(cx) {
-            Poll::Ready(Ok(())) => this.unflushed = false,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e))),
-            Poll::Pending => this.unflushed = true,
+        // Push it out now if the socket takes it; otherwise the writer's
+        // next write or flush will (its waker is the one registered).
+        if let Poll::Ready(Err(e)) = ws.poll_flush_unpin(cx) {
+            return Poll::Ready(Err(io_error(e)));
         }
         Poll::Ready(Ok(n))
     }
@@ -171,7 +165,6 @@ where
         let this = self.get_mut();
         let ws = ready!(this.state.poll_open(cx));
         ready!(ws.poll_flush_unpin(cx)).map_err(io_error)?;
-        this.unflushed = false;
         Poll::Ready(Ok(()))
     }
 
