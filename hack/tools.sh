@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes tools the tests drive berthd with (crictl,
-# critest), at the versions pinned in hack/tools/go.mod, into a cache
-# outside the checkout, and prints the directory holding them:
+# Builds real Kubernetes tools at the versions pinned in a Go module under
+# hack/tools/, into a cache outside the checkout, and prints the directory
+# holding them. Two sets, each its own module:
 #
-#   bin=$(hack/tools.sh)        # e.g. /var/cache/berth/tools/<key>/bin
-#   "$bin/crictl" --version
+#   bin=$(hack/tools.sh)        # "cri" (the default): crictl and critest,
+#                               # pinned in hack/tools/go.mod; what the tests
+#                               # drive berthd with
+#   bin=$(hack/tools.sh k8s)    # "k8s": kubelet, kube-apiserver,
+#                               # kube-controller-manager, kube-scheduler,
+#                               # kubectl and etcd, pinned in
+#                               # hack/tools/k8s/go.mod; what hack/cluster.sh runs
+#   "$bin/crictl" --version     # e.g. /var/cache/berth/tools/<key>/bin
 #
-# The cache key is a hash of hack/tools/go.mod, go.sum and this script, so
+# The cache key is a hash of the set's go.mod, go.sum and this script, so
 # the same pins are built once: later runs print the dir at once. Progress
 # goes to stderr; stdout is only the directory.
 #
@@ -20,7 +26,7 @@
 # `go mod tidy`) and add a line to TOOLS below.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-mod="$here/tools"
+set_name=${1:-cri}
 if [ "$(id -u)" -eq 0 ]; then
     cache=${BERTH_TOOLS_CACHE:-/var/cache/berth/tools}
 else
@@ -28,10 +34,30 @@ else
 fi
 
 # name  how (build: a command; test: a test binary, go test -c)  package
-TOOLS=(
-    "crictl build sigs.k8s.io/cri-tools/cmd/crictl"
-    "critest test sigs.k8s.io/cri-tools/cmd/critest"
-)
+case "$set_name" in
+cri)
+    mod="$here/tools"
+    TOOLS=(
+        "crictl build sigs.k8s.io/cri-tools/cmd/crictl"
+        "critest test sigs.k8s.io/cri-tools/cmd/critest"
+    )
+    ;;
+k8s)
+    mod="$here/tools/k8s"
+    TOOLS=(
+        "kubectl build k8s.io/kubernetes/cmd/kubectl"
+        "kube-apiserver build k8s.io/kubernetes/cmd/kube-apiserver"
+        "kube-controller-manager build k8s.io/kubernetes/cmd/kube-controller-manager"
+        "kube-scheduler build k8s.io/kubernetes/cmd/kube-scheduler"
+        "kubelet build k8s.io/kubernetes/cmd/kubelet"
+        "etcd build go.etcd.io/etcd/server/v3"
+    )
+    ;;
+*)
+    echo "usage: hack/tools.sh [cri|k8s]" >&2
+    exit 2
+    ;;
+esac
 
 key=$(cat "$mod/go.mod" "$mod/go.sum" "$0" | sha256sum | cut -c1-16)
 dir="$cache/$key"
@@ -42,7 +68,7 @@ if [ -f "$dir/complete" ]; then
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-    echo "hack/tools.sh: go not found: install Go to build crictl and critest" >&2
+    echo "hack/tools.sh: go not found: install Go to build ${TOOLS[*]%% *}" >&2
     exit 1
 fi
 
@@ -54,13 +80,30 @@ if [ -f "$dir/complete" ]; then # built by a concurrent run meanwhile
     exit 0
 fi
 
-# The version a tool reports (`crictl --version`), as its own Makefile sets it.
+# The version a tool reports (`crictl --version`, `kubelet --version`), as
+# its own build sets it (Kubernetes: hack/lib/version.sh; etcd's version is
+# a constant in its source).
 ldflags_for() {
     case "$1" in
     sigs.k8s.io/cri-tools/*)
         local v
         v=$(cd "$mod" && go list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)
         echo "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$v"
+        ;;
+    k8s.io/kubernetes/*)
+        local v major minor flags="-s -w" p k
+        v=$(cd "$mod" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+        major=${v#v}
+        major=${major%%.*}
+        minor=${v#v*.}
+        minor=${minor%%.*}
+        for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+            for k in gitVersion=$v gitMajor=$major gitMinor=$minor gitTreeState=clean \
+                buildDate=1970-01-01T00:00:00Z; do
+                flags+=" -X $p.$k"
+            done
+        done
+        echo "$flags"
         ;;
     *) echo "-s -w" ;;
     esac
@@ -73,6 +116,7 @@ trap 'rm -rf "$tmp"' EXIT
 for entry in "${TOOLS[@]}"; do
     read -r name how pkg <<<"$entry"
     echo ">> building $name ($pkg) into $bin" >&2
+    start=$SECONDS
     ldflags=$(ldflags_for "$pkg")
     # -mod=readonly: go.mod/go.sum must already be complete (go mod tidy).
     case "$how" in
@@ -83,6 +127,7 @@ for entry in "${TOOLS[@]}"; do
         exit 1
         ;;
     esac
+    echo ">> built $name in $((SECONDS - start))s" >&2
 done
 (cd "$mod" && go list -m all) >"$tmp/../versions.txt"
 mv "$tmp" "$bin"
