@@ -567,6 +567,36 @@ async fn forged_reused_and_expired_urls_start_nothing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    // No command, an unknown container or pod: named, and no URL handed out.
+    let err =
+        e.rt.exec(ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("cmd"), "{err}");
+    let err =
+        e.rt.exec(ExecRequest {
+            container_id: "0".repeat(64),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    let err =
+        e.rt.port_forward(PortForwardRequest {
+            pod_sandbox_id: "f".repeat(64),
+            port: vec![80],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
     e.stop(&id, 0).await;
     let err =
         e.rt.attach(AttachRequest {

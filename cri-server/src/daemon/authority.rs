@@ -93,10 +93,6 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Moves what can be processed from `input` to `output`.
     fn process(&mut self) -> io::Result<()> {
         loop {

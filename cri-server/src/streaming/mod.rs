@@ -81,18 +81,9 @@ impl Streaming {
         self.tokens.take(token)
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
     /// A session slot, or None when `max_sessions` are running.
     pub fn try_session(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.sessions.clone().try_acquire_owned().ok()
-    }
-
-    /// Sessions running now.
-    pub fn active_sessions(&self) -> usize {
-        self.max_sessions - self.sessions.available_permits()
     }
 }
 

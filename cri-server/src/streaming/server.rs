@@ -56,10 +56,6 @@ impl Bound {
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
 }
 
 /// Binds `config.address` (port 0: a free port) and loads the TLS files.

@@ -152,11 +152,6 @@ impl ExecLaunch {
     pub fn started(&self) -> bool {
         self.pid_file.exists()
     }
-
-    /// The process's host pid, once started.
-    pub fn pid(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
-    }
 }
 
 impl Drop for ExecLaunch {

@@ -50,9 +50,9 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -61,10 +61,9 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
-use super::query::query;
 use super::ContainerError;
 use crate::procfs;
-use crate::state::{StateDir, Status};
+use crate::state::StateDir;
 
 /// How long output is still read after the process exited.
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
@@ -130,39 +129,6 @@ impl Capture {
     }
 }
 
-/// Files of one exec_sync call in the container's state directory,
-/// removed on drop.
-struct ExecFiles {
-    process: PathBuf,
-    pid: PathBuf,
-}
-
-impl ExecFiles {
-    fn write(id: &str, cdir: &Path, process: &Process) -> Result<ExecFiles, ContainerError> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let stem = format!("exec-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let files = ExecFiles {
-            process: cdir.join(format!("{stem}.json")),
-            pid: cdir.join(format!("{stem}.pid")),
-        };
-        let json = serde_json::to_vec(process).expect("an OCI process serializes");
-        std::fs::write(&files.process, json).map_err(|source| ContainerError::Io {
-            id: id.to_string(),
-            path: files.process.clone(),
-            source,
-        })?;
-        Ok(files)
-    }
-}
-
-impl Drop for ExecFiles {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.process);
-        let _ = std::fs::remove_file(&self.pid);
-    }
-}
-
 /// Runs `process` in container `id` (see the module doc). A zero
 /// `timeout` means none.
 #[tracing::instrument(skip(dir, runtime_exe, process))]
@@ -174,35 +140,17 @@ pub fn exec_sync(
     timeout: Duration,
     output_cap: usize,
 ) -> Result<ExecSyncResult, ContainerError> {
-    let c = query(dir, id)?;
-    if c.status != Status::Running {
-        return Err(ContainerError::WrongStatus {
-            id: id.to_string(),
-            status: c.status,
-            action: "exec",
-            needed: "running",
-        });
-    }
     let mut process = process.clone();
     process.set_terminal(Some(false));
-    let files = ExecFiles::write(id, &dir.container_dir(id)?, &process)?;
-    let mut child = Command::new(runtime_exe)
-        .arg("--root")
-        .arg(dir.root())
-        // The runtime's own log lines must not mix with the process's
-        // stderr; a failure to start still reaches stderr (ExecFailed).
-        .arg("--log")
-        .arg("/dev/null")
-        .arg("exec")
-        .arg("--process")
-        .arg(&files.process)
-        .arg("--pid-file")
-        .arg(&files.pid)
-        .arg(id)
+    // The same runtime command, files and process group as a streaming
+    // exec (the runtime's log to /dev/null: a failure to start still
+    // reaches stderr, see ExecFailed below).
+    let mut launch = super::exec_stream::prepare(dir, runtime_exe, id, &process)?;
+    let mut child = launch
+        .command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .spawn()
         .map_err(|source| ContainerError::Io {
             id: id.to_string(),
@@ -292,7 +240,7 @@ pub fn exec_sync(
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(255);
-    if !files.pid.exists() && !timed_out {
+    if !launch.started() && !timed_out {
         return Err(ContainerError::ExecFailed {
             id: id.to_string(),
             message: String::from_utf8_lossy(&err.buf).trim().to_string(),
