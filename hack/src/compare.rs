@@ -203,3 +203,67 @@ pub fn start_containerd(layout: &containerd::Layout, registry: &str, net: &conta
         log,
     })
 }
+
+/// Private network names of one benchmark program, so two may run at once.
+pub struct Networks {
+    pub berth_bridge: &'static str,
+    pub berth_subnet: &'static str,
+    pub berth_chains: &'static str,
+    pub cni_name: &'static str,
+    pub cni_bridge: &'static str,
+    pub cni_subnet: &'static str,
+    /// Names the cgroup prefixes (`/berth-<tag>-<pid>`, `/cri-<tag>-<pid>`).
+    pub tag: &'static str,
+}
+
+/// Starts a private berthd (`bin` dir) under `tmp`, runs `bench` on its
+/// endpoint and pid, stops it and removes what it left, also on failure.
+pub async fn with_private_berth<T, F, Fut>(nets: &Networks, bin: &Path, tmp: &Path, bench: F) -> Result<T>
+where
+    F: FnOnce(String, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let berth = PrivateBerth {
+        dir: tmp.join("berth"),
+        bridge: nets.berth_bridge,
+        subnet: nets.berth_subnet,
+        chain_prefix: nets.berth_chains,
+        cgroup_prefix: format!("/berth-{}-{}", nets.tag, std::process::id()),
+    };
+    let result = async {
+        let mut d = berth.start(bin)?;
+        let r = bench(d.endpoint.clone(), d.process.pid()).await;
+        d.process.stop(Duration::from_secs(20));
+        r.map_err(|e| e.context(crate::process::tail(&d.log, 2048)))
+    }
+    .await;
+    berth.cleanup();
+    result
+}
+
+/// Starts Debian's containerd under `tmp` with images from `registry`, runs
+/// `bench` on its endpoint, pid and the cgroup parent for its pods, stops it
+/// and removes what it left on the host, also on failure.
+pub async fn with_containerd<T, F, Fut>(nets: &Networks, tmp: &Path, registry: &str, bench: F) -> Result<T>
+where
+    F: FnOnce(String, u32, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let layout = containerd::Layout::new(&tmp.join("containerd"));
+    let net = containerd::Network {
+        name: nets.cni_name,
+        bridge: nets.cni_bridge,
+        subnet: nets.cni_subnet,
+    };
+    let cgroup_parent = format!("/cri-{}-{}", nets.tag, std::process::id());
+    let footprint = containerd::Footprint::before();
+    let result = async {
+        let mut d = start_containerd(&layout, registry, &net)?;
+        let r = bench(d.endpoint.clone(), d.process.pid(), cgroup_parent.clone()).await;
+        d.process.stop(Duration::from_secs(20));
+        r.map_err(|e| e.context(crate::process::tail(&d.log, 2048)))
+    }
+    .await;
+    footprint.remove(&layout, &net, &cgroup_parent);
+    result
+}

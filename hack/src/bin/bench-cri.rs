@@ -32,8 +32,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_hack::compare::{self, check, connect, p50_p99, rand_suffix, rss_kib, signal_watch, stopped, PrivateBerth};
-use berth_hack::containerd;
+use berth_hack::compare::{self, check, connect, p50_p99, rand_suffix, rss_kib, signal_watch, stopped};
 use berth_hack::registry::{Registry, RegistryOptions};
 use berth_hack::skopeo::{self, PushOptions};
 use berth_hack::testimages;
@@ -462,30 +461,21 @@ async fn main() -> Result<()> {
 // ---------------------------------------------------------------------------
 // --compare: the daemons and what they leave on the host.
 
-const BERTH_BRIDGE: &str = "berthbench0";
-const BERTH_SUBNET: &str = "10.231.240.0/24";
-const BERTH_CHAINS: &str = "BTBENCH";
-const CNI_NAME: &str = "cnibench";
-const CNI_BRIDGE: &str = "cnibench0";
-const CNI_SUBNET: &str = "10.231.241.0/24";
+const NETWORKS: compare::Networks = compare::Networks {
+    berth_bridge: "berthbench0",
+    berth_subnet: "10.231.240.0/24",
+    berth_chains: "BTBENCH",
+    cni_name: "cnibench",
+    cni_bridge: "cnibench0",
+    cni_subnet: "10.231.241.0/24",
+    tag: "bench-cri",
+};
 
 async fn run_berth(args: &Args, bin: &Path, tmp: &Path, image: &str, stop: watch::Receiver<bool>) -> Result<Figures> {
-    let berth = PrivateBerth {
-        dir: tmp.join("berth"),
-        bridge: BERTH_BRIDGE,
-        subnet: BERTH_SUBNET,
-        chain_prefix: BERTH_CHAINS,
-        cgroup_prefix: format!("/berth-bench-cri-{}", std::process::id()),
-    };
-    let result = async {
-        let mut d = berth.start(bin)?;
-        let r = bench_endpoint(args, &d.endpoint, image, Some(d.process.pid()), None, stop).await;
-        d.process.stop(Duration::from_secs(20));
-        r.map_err(|e| e.context(berth_hack::process::tail(&d.log, 2048)))
-    }
-    .await;
-    berth.cleanup();
-    result
+    compare::with_private_berth(&NETWORKS, bin, tmp, |endpoint, pid| async move {
+        bench_endpoint(args, &endpoint, image, Some(pid), None, stop).await
+    })
+    .await
 }
 
 async fn run_containerd(
@@ -495,31 +485,10 @@ async fn run_containerd(
     image: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<Figures> {
-    let layout = containerd::Layout::new(&tmp.join("containerd"));
-    let net = containerd::Network {
-        name: CNI_NAME,
-        bridge: CNI_BRIDGE,
-        subnet: CNI_SUBNET,
-    };
-    let cgroup_parent = format!("/cri-bench-{}", std::process::id());
-    let footprint = containerd::Footprint::before();
-    let result = async {
-        let mut d = compare::start_containerd(&layout, registry, &net)?;
-        let r = bench_endpoint(
-            args,
-            &d.endpoint,
-            image,
-            Some(d.process.pid()),
-            Some(cgroup_parent.clone()),
-            stop,
-        )
-        .await;
-        d.process.stop(Duration::from_secs(20));
-        r.map_err(|e| e.context(berth_hack::process::tail(&d.log, 2048)))
-    }
-    .await;
-    footprint.remove(&layout, &net, &cgroup_parent);
-    result
+    compare::with_containerd(&NETWORKS, tmp, registry, |endpoint, pid, cgroup_parent| async move {
+        bench_endpoint(args, &endpoint, image, Some(pid), Some(cgroup_parent), stop).await
+    })
+    .await
 }
 
 async fn compare(args: &Args, stop: watch::Receiver<bool>) -> Result<()> {

@@ -51,8 +51,7 @@ use anyhow::{bail, Context, Result};
 use berth_cri_server::ctl::stream::{
     remote_command_with, LocalIo, PortForwarder, RemoteCommandOptions, RemoteCommandProtocol, Transport,
 };
-use berth_hack::compare::{self, check, connect, p50_p99, rand_suffix, rss_kib, signal_watch, stopped, PrivateBerth};
-use berth_hack::containerd;
+use berth_hack::compare::{self, check, connect, p50_p99, rand_suffix, rss_kib, signal_watch, stopped};
 use berth_hack::registry::{Registry, RegistryOptions};
 use berth_hack::skopeo::{self, PushOptions};
 use berth_hack::testimages;
@@ -899,30 +898,21 @@ async fn main() -> Result<()> {
 // --compare: the daemons and what they leave on the host (networks of
 // their own, distinct from bench-cri's, so both may run at once).
 
-const BERTH_BRIDGE: &str = "berthstrm0";
-const BERTH_SUBNET: &str = "10.231.242.0/24";
-const BERTH_CHAINS: &str = "BTSTRM";
-const CNI_NAME: &str = "cnistrm";
-const CNI_BRIDGE: &str = "cnistrm0";
-const CNI_SUBNET: &str = "10.231.243.0/24";
+const NETWORKS: compare::Networks = compare::Networks {
+    berth_bridge: "berthstrm0",
+    berth_subnet: "10.231.242.0/24",
+    berth_chains: "BTSTRM",
+    cni_name: "cnistrm",
+    cni_bridge: "cnistrm0",
+    cni_subnet: "10.231.243.0/24",
+    tag: "bench-stream",
+};
 
 async fn run_berth(args: &Args, bin: &Path, tmp: &Path, image: &str, stop: watch::Receiver<bool>) -> Result<Figures> {
-    let berth = PrivateBerth {
-        dir: tmp.join("berth"),
-        bridge: BERTH_BRIDGE,
-        subnet: BERTH_SUBNET,
-        chain_prefix: BERTH_CHAINS,
-        cgroup_prefix: format!("/berth-bench-stream-{}", std::process::id()),
-    };
-    let result = async {
-        let mut d = berth.start(bin)?;
-        let r = bench_endpoint(args, &d.endpoint, image, Some(d.process.pid()), None, stop).await;
-        d.process.stop(Duration::from_secs(20));
-        r.map_err(|e| e.context(berth_hack::process::tail(&d.log, 2048)))
-    }
-    .await;
-    berth.cleanup();
-    result
+    compare::with_private_berth(&NETWORKS, bin, tmp, |endpoint, pid| async move {
+        bench_endpoint(args, &endpoint, image, Some(pid), None, stop).await
+    })
+    .await
 }
 
 async fn run_containerd(
@@ -932,31 +922,10 @@ async fn run_containerd(
     image: &str,
     stop: watch::Receiver<bool>,
 ) -> Result<Figures> {
-    let layout = containerd::Layout::new(&tmp.join("containerd"));
-    let net = containerd::Network {
-        name: CNI_NAME,
-        bridge: CNI_BRIDGE,
-        subnet: CNI_SUBNET,
-    };
-    let cgroup_parent = format!("/cri-bench-stream-{}", std::process::id());
-    let footprint = containerd::Footprint::before();
-    let result = async {
-        let mut d = compare::start_containerd(&layout, registry, &net)?;
-        let r = bench_endpoint(
-            args,
-            &d.endpoint,
-            image,
-            Some(d.process.pid()),
-            Some(cgroup_parent.clone()),
-            stop,
-        )
-        .await;
-        d.process.stop(Duration::from_secs(20));
-        r.map_err(|e| e.context(berth_hack::process::tail(&d.log, 2048)))
-    }
-    .await;
-    footprint.remove(&layout, &net, &cgroup_parent);
-    result
+    compare::with_containerd(&NETWORKS, tmp, registry, |endpoint, pid, cgroup_parent| async move {
+        bench_endpoint(args, &endpoint, image, Some(pid), Some(cgroup_parent), stop).await
+    })
+    .await
 }
 
 async fn compare(args: &Args, stop: watch::Receiver<bool>) -> Result<()> {
